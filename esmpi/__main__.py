@@ -1,0 +1,3 @@
+from esmpi.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""The training configuration: one frozen dataclass, its TOML form and its validation.
+
+Every option of `esmpi train` is a field here with its default and a one-line description; the
+command line (`cli.py`) and the TOML file are two spellings of the same fields. The resolved TOML
+text is stored in each checkpoint, so a run can be continued exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import tomli_w
+import tomllib
+
+
+class UsageError(Exception):
+    """A mistake the user can fix: printed as one sentence, never as a traceback."""
+
+
+def _option(default: Any, help: str, *aliases: str) -> Any:
+    """A config field with its help text and the old program's flag names that also set it."""
+    kwargs: dict[str, Any] = {"metadata": {"help": help, "aliases": aliases}}
+    if isinstance(default, (list, dict)):
+        kwargs["default_factory"] = lambda: type(default)(default)
+    else:
+        kwargs["default"] = default
+    return field(**kwargs)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run. Same config and seed: same result."""
+
+    # The environment
+    env: str = _option(
+        "CartPole-v1",
+        "Environment id: a registered Gymnasium id (MuJoCo v5, Box2D, PyBullet "
+        "'*BulletEnv-v0') or 'module:EnvClass'",
+        "--environment",
+    )
+    env_kwargs: dict = _option({}, "Keyword arguments for the environment, as a JSON object")
+    max_steps: int = _option(0, "Episode cap in steps; 0 keeps the environment's own time limit")
+    seed: int = _option(0, "Root seed: noise table, perturbations and episode seeds derive from it")
+
+    # Evolution Strategies
+    popsize: int = _option(64, "Population members per generation (antithetic pairs: even)")
+    generations: int = _option(100, "Generations to run, counted from the start of the run")
+    optimizer: str = _option("adam", "Update rule: 'adam' (Salimans et al.) or 'sgd' (plain)")
+    lr: float = _option(0.03, "Learning rate")
+    lr_decay: float = _option(
+        1.0, "Multiply lr by this each generation while lr > lr_min", "--decay"
+    )
+    lr_min: float = _option(0.001, "lr stops decaying at this value")
+    sigma: float = _option(0.1, "Perturbation standard deviation")
+    sigma_decay: float = _option(
+        0.999, "Multiply sigma by this each generation while above sigma_min"
+    )
+    sigma_min: float = _option(0.01, "sigma stops decaying at this value")
+    weight_decay: float = _option(
+        0.01, "Subtract weight_decay * mean(w**2) of each member's weights from its return"
+    )
+    noise_table_size: int = _option(
+        1 << 26, "Float32 entries in the shared Gaussian noise table (one copy per node)"
+    )
+
+    # The policy
+    hidden: list = _option([128, 64], "Hidden layer sizes of the MLP, e.g. '128,64'")
+    activation: str = _option("tanh", "Hidden activation: 'tanh' or 'relu'")
+    bias: bool = _option(False, "Give every layer a bias")
+    action_map: str = _option(
+        "clip", "Box actions: 'clip' the output to the bounds or 'tanh' rescale it into them"
+    )
+    obs_norm: bool = _option(
+        True, "Normalise Box observations by running mean/std (merged across ranks)"
+    )
+    obs_clip: float = _option(5.0, "Clip normalised observations to +-obs_clip")
+
+    # Bookkeeping
+    print_every: int = _option(
+        10, "Print progress and write the checkpoint every this many generations", "--print_every"
+    )
+    check_every: int = _option(10, "Compare a checksum of the parameters across ranks this often")
+    folder: str = _option("runs", "Folder that holds the run folders")
+    run_name: str = _option(
+        "", "Run folder name; empty gives '{env}__{seed}__{SLURM job id or time}'"
+    )
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def pairs(self) -> int:
+        return self.popsize // 2
+
+
+_CHOICES = {
+    "optimizer": ("adam", "sgd"),
+    "activation": ("tanh", "relu"),
+    "action_map": ("clip", "tanh"),
+}
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Convert a command-line string or TOML value to the type of field `name`."""
+    kind = type(Config.__dataclass_fields__[name].default)
+    if name == "hidden":
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", "").split(",") if part]
+        try:
+            return [int(size) for size in value]
+        except (TypeError, ValueError):
+            raise UsageError(f"--hidden takes sizes like '128,64', not {value!r}.") from None
+    if name == "env_kwargs":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"--env-kwargs is not valid JSON ({error.msg}).") from None
+        if not isinstance(value, dict):
+            raise UsageError("--env-kwargs must be a JSON object such as '{\"gravity\": -9.8}'.")
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"--{_flag(name)} takes true or false, not {value!r}.")
+    try:
+        if kind is int and isinstance(value, str):
+            return int(float(value)) if "e" in value.lower() else int(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        noun = {int: "whole number", float: "number"}.get(kind, "text")
+        raise UsageError(f"--{_flag(name)} takes a {noun}, not {value!r}.") from None
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def validate(config: Config) -> Config:
+    """Raise UsageError with one clear sentence for the first invalid setting."""
+    if config.popsize < 2 or config.popsize % 2:
+        raise UsageError(
+            f"--popsize must be an even number of at least 2 (members come in antithetic "
+            f"+eps/-eps pairs); got {config.popsize}."
+        )
+    for name in ("sigma", "lr"):
+        if not getattr(config, name) > 0:
+            raise UsageError(f"--{name} must be positive; got {getattr(config, name)}.")
+    for name in ("generations", "print_every", "check_every"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{_flag(name)} must be at least 1; got {getattr(config, name)}.")
+    if config.max_steps < 0:
+        raise UsageError(f"--max-steps must be 0 (no cap) or positive; got {config.max_steps}.")
+    for name in ("lr_decay", "sigma_decay"):
+        if not 0 < getattr(config, name) <= 1:
+            raise UsageError(f"--{_flag(name)} must be in (0, 1]; got {getattr(config, name)}.")
+    if config.weight_decay < 0 or config.obs_clip <= 0:
+        raise UsageError("--weight-decay must be >= 0 and --obs-clip > 0.")
+    if not config.hidden or min(config.hidden) < 1:
+        raise UsageError(
+            f"--hidden needs at least one layer of positive size; got {config.hidden}."
+        )
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise UsageError(
+                f"--{_flag(name)} must be one of {', '.join(allowed)}; "
+                f"got {getattr(config, name)!r}."
+            )
+    if config.noise_table_size < 1 << 16:
+        raise UsageError("--noise-table-size must be at least 65536 entries.")
+    return config
+
+
+def from_mapping(values: dict[str, Any], base: Config | None = None) -> Config:
+    """A Config from `base` (or the defaults) with `values` (TOML or CLI) applied and checked."""
+    known = {f.name for f in Config.fields()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(
+            f"Unknown option(s) {', '.join(unknown)}; `esmpi train --help` lists them all."
+        )
+    parsed = {name: parse_value(name, value) for name, value in values.items()}
+    return validate((base or Config()).replace(**parsed))
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The option table of a TOML config file (top level, or under a [train] table)."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"Config file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"Config file {path} is not valid TOML ({error}).") from None
+    table = document.get("train", document)
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def to_toml(config: Config) -> str:
+    return tomli_w.dumps(dataclasses.asdict(config))
+
+
+def from_toml(text: str) -> Config:
+    return from_mapping(tomllib.loads(text))

@@ -1,0 +1,46 @@
+"""The shared Gaussian noise table and what a noise offset means (Salimans et al. 2017, sec. 2.1).
+
+Every rank holds (or shares, per node) the same table of standard-normal float32 numbers, built
+from the run seed. A population member is the slice table[offset : offset + n_params]; its offset
+and its episode seed are functions of (seed, generation, pair), so every rank knows them without
+being told, and results do not depend on which rank ran which member.
+"""
+
+import numpy as np
+
+BLOCK = 1 << 20  # entries filled from one seed; blocks are what the ranks of a node share out
+_TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE
+
+
+def block_count(table_size: int) -> int:
+    return -(-table_size // BLOCK)
+
+
+def fill_blocks(table: np.ndarray, seed: int, blocks) -> None:
+    """Fill the given blocks of `table`; block b depends only on (seed, b), not on who fills it."""
+    for block in blocks:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _TABLE_TAG, block]))
+        part = table[block * BLOCK : (block + 1) * BLOCK]
+        rng.standard_normal(part.size, dtype=np.float32, out=part)
+
+
+def build_table(table_size: int, seed: int) -> np.ndarray:
+    """A private table, the same as the node-shared one `parallel.shared_noise_table` makes."""
+    table = np.empty(table_size, dtype=np.float32)
+    fill_blocks(table, seed, range(block_count(table_size)))
+    return table
+
+
+def noise_offsets(seed: int, generation: int, pairs: int, n_params: int, table_size: int):
+    """Start of each pair's noise slice in generation `generation` (int64, one per pair)."""
+    if n_params > table_size:
+        raise ValueError(f"the policy has {n_params} parameters, more than the noise table holds")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _OFFSET_TAG, generation]))
+    return rng.integers(0, table_size - n_params + 1, size=pairs, dtype=np.int64)
+
+
+def episode_seeds(seed: int, generation: int, count: int) -> np.ndarray:
+    """Environment reset seeds for generation `generation`: one per pair (both members of a pair
+    see the same episode: common random numbers) and a last one for the evaluation episode."""
+    state = np.random.SeedSequence([seed, _EPISODE_TAG, generation]).generate_state(count)
+    return state.astype(np.int64) & 0x7FFFFFFF

@@ -1,0 +1,324 @@
+"""The generation loop: composes environments, rollouts, the ES update, MPI and checkpoints.
+
+Each generation every rank runs its share of the tasks (an antithetic pair of episodes, or the
+evaluation episode of the unperturbed policy), writes what it measured into its rows of a
+(tasks, columns) table, and one in-place sum over ranks gives every rank the whole table. From it
+every rank computes the same update. Rank 0 alone prints and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from esmpi import checkpoint, envs, es, noise, parallel
+from esmpi.config import Config, UsageError, from_toml, to_toml
+from esmpi.obsnorm import ObsNorm
+from esmpi.policy import Actor, PolicySpec, initial_theta, spec_for_spaces
+from esmpi.rollout import run_episode
+
+# Columns of the per-generation task table; observation sums follow when normalising.
+RETURN_POS, RETURN_NEG, LENGTH_POS, LENGTH_NEG, OFFSET = range(5)
+FIXED_COLUMNS = 5
+
+
+@dataclass
+class Run:
+    """The state of a run between generations (the same on every rank)."""
+
+    config: Config
+    spec: PolicySpec
+    search: es.SearchState
+    obs_norm: ObsNorm
+    best: tuple[float, int, np.ndarray, ObsNorm]  # eval return, generation, theta, normalisation
+    history: list  # HISTORY_DTYPE rows
+    generation: int = 0
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.history[-1]["timesteps"]) if self.history else 0
+
+    @property
+    def episodes(self) -> int:
+        return int(self.history[-1]["episodes"]) if self.history else 0
+
+    @property
+    def wall_s(self) -> float:
+        return float(self.history[-1]["wall_s"]) if self.history else 0.0
+
+
+def run_name(config: Config) -> str:
+    """'{env}__{seed}__{SLURM job id or local time}', unless --run-name says otherwise."""
+    if config.run_name:
+        return config.run_name
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    else:
+        job = os.environ.get("SLURM_JOB_ID") or time.strftime("%Y%m%d-%H%M%S")
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', config.env)}__{config.seed}__{job}"
+
+
+def create_run_folder(path: str) -> None:
+    """Make the run folder (rank 0), or say in one sentence why it cannot be made."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"Cannot create the run folder {path}: {error.strerror}.") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"The run folder {path} is not writable.")
+
+
+def new_run(config: Config, spec: PolicySpec) -> Run:
+    theta = initial_theta(spec, config.seed)
+    search = es.SearchState(
+        theta=theta,
+        optimizer=es.OptimizerState.initial(theta.size),
+        lr=config.lr,
+        sigma=config.sigma,
+    )
+    obs_norm = ObsNorm.initial(spec.sizes[0])
+    return Run(config, spec, search, obs_norm, (-np.inf, 0, theta.copy(), obs_norm), [])
+
+
+def run_from_checkpoint(state: checkpoint.Checkpoint, config: Config) -> Run:
+    optimizer = es.OptimizerState(state.optimizer_step, state.first_moment, state.second_moment)
+    search = es.SearchState(state.theta, optimizer, state.lr, state.sigma)
+    obs_norm = ObsNorm(state.obs_count, state.obs_mean, state.obs_var)
+    best_norm = ObsNorm(0.0, state.best_obs_mean, state.best_obs_var)
+    best = (state.best_return, state.best_generation, state.best_theta, best_norm)
+    history = list(state.history)
+    return Run(config, state.policy, search, obs_norm, best, history, state.generation)
+
+
+def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
+    best_return, best_generation, best_theta, best_norm = run.best
+    return checkpoint.Checkpoint(
+        config_toml=to_toml(run.config),
+        env_id=run.config.env,
+        seed=run.config.seed,
+        generation=run.generation,
+        n_ranks=n_ranks,
+        theta=run.search.theta,
+        policy=run.spec,
+        optimizer=run.config.optimizer,
+        optimizer_step=run.search.optimizer.step,
+        first_moment=run.search.optimizer.first_moment,
+        second_moment=run.search.optimizer.second_moment,
+        lr=run.search.lr,
+        sigma=run.search.sigma,
+        obs_count=run.obs_norm.count,
+        obs_mean=run.obs_norm.mean,
+        obs_var=run.obs_norm.var,
+        best_theta=best_theta,
+        best_return=best_return,
+        best_generation=best_generation,
+        best_obs_mean=best_norm.mean,
+        best_obs_var=best_norm.var,
+        history=np.array(run.history, dtype=checkpoint.HISTORY_DTYPE),
+    )
+
+
+def normalising(spec: PolicySpec, config: Config) -> bool:
+    return config.obs_norm and spec.obs_encoding == "box"
+
+
+def run_generation(run: Run, env, actor: Actor, table, horizon: int, comm) -> np.ndarray:
+    """Run this rank's tasks of generation `run.generation`; return the summed task table."""
+    config, spec, search = run.config, run.spec, run.search
+    pairs, n_params = config.pairs, spec.n_params
+    offsets = noise.noise_offsets(config.seed, run.generation, pairs, n_params, table.size)
+    seeds = noise.episode_seeds(config.seed, run.generation, pairs + 1)
+    n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
+    table_rows = np.zeros((pairs + 1, FIXED_COLUMNS + n_obs_columns))
+    if n_obs_columns:
+        actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
+    member = np.empty(n_params, dtype=np.float32)
+    for task in parallel.assigned_tasks(pairs + 1, comm.Get_rank(), comm.Get_size()):
+        row = table_rows[task]
+        actor.obs_stats[:] = 0.0
+        if task == pairs:  # the evaluation episode of the unperturbed policy
+            row[RETURN_POS], row[LENGTH_POS] = run_episode(
+                env, actor, search.theta, seeds[task], horizon
+            )
+            continue
+        eps = table[offsets[task] : offsets[task] + n_params]
+        for sign, value, length in ((1, RETURN_POS, LENGTH_POS), (-1, RETURN_NEG, LENGTH_NEG)):
+            es.perturbed(search.theta, eps, search.sigma, sign, member)
+            row[value], row[length] = run_episode(env, actor, member, seeds[task], horizon)
+        row[OFFSET] = offsets[task]
+        if n_obs_columns:
+            row[FIXED_COLUMNS:] = actor.obs_stats.ravel()
+    parallel.sum_records(comm, table_rows)
+    if not np.array_equal(table_rows[:pairs, OFFSET], offsets):
+        raise RuntimeError("ranks disagree on the noise offsets of this generation")
+    return table_rows
+
+
+def advance(run: Run, table_rows: np.ndarray, table, seconds: float) -> None:
+    """Apply one generation's results to `run` (identically on every rank)."""
+    config, pairs = run.config, run.config.pairs
+    returns = table_rows[:pairs, [RETURN_POS, RETURN_NEG]]
+    offsets = table_rows[:pairs, OFFSET].astype(np.int64)
+    eval_return = table_rows[pairs, RETURN_POS]
+    steps = int(table_rows[:, [LENGTH_POS, LENGTH_NEG]].sum())
+    lr, sigma = run.search.lr, run.search.sigma
+    if eval_return > run.best[0]:
+        run.best = (eval_return, run.generation + 1, run.search.theta.copy(), run.obs_norm)
+    run.search = es.update(run.search, returns, offsets, table, config)
+    if normalising(run.spec, config):
+        n_obs = run.spec.sizes[0]
+        sums = table_rows[:pairs, FIXED_COLUMNS:].sum(axis=0)
+        count = float(table_rows[:pairs, [LENGTH_POS, LENGTH_NEG]].sum())
+        run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
+    run.generation += 1
+    row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
+    row["generation"] = run.generation
+    row["timesteps"] = run.timesteps + steps
+    row["episodes"] = run.episodes + 2 * pairs + 1
+    row["return_mean"], row["return_std"] = returns.mean(), returns.std()
+    row["return_min"], row["return_max"] = returns.min(), returns.max()
+    row["eval_return"], row["lr"], row["sigma"] = eval_return, lr, sigma
+    row["wall_s"] = run.wall_s + seconds
+    row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
+    run.history.append(row)
+
+
+def progress_line(run: Run) -> str:
+    row = run.history[-1]
+    return (
+        f"gen {run.generation:>5}/{run.config.generations}  steps {row['timesteps']:>10,}  "
+        f"return mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f}  "
+        f"eval {row['eval_return']:>9.2f}  {row['steps_per_s']:>9,.0f} steps/s  "
+        f"{row['wall_s'] - (run.history[-2]['wall_s'] if len(run.history) > 1 else 0):6.2f} s/gen"
+    )
+
+
+# Options a resumed run may change: they decide how long it runs and how it reports, not what it
+# computes.
+RESUMABLE_CHANGES = ("generations", "print_every", "check_every")
+
+
+def resumed_config(stored: Config, requested: Config, explicit: frozenset[str]) -> Config:
+    """The checkpoint's config with the options a resumed run may change taken from `requested`.
+    Any other option given explicitly must agree with the checkpoint."""
+    differing = [
+        name
+        for name in sorted(explicit - set(RESUMABLE_CHANGES))
+        if name in Config.__dataclass_fields__ and getattr(requested, name) != getattr(stored, name)
+    ]
+    if differing:
+        name = differing[0]
+        raise UsageError(
+            f"--{name.replace('_', '-')} {getattr(requested, name)!r} differs from the "
+            f"checkpoint's {getattr(stored, name)!r}; a resumed run keeps its configuration (only "
+            f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE_CHANGES)} may change)."
+        )
+    changes = {name: getattr(requested, name) for name in RESUMABLE_CHANGES if name in explicit}
+    return stored.replace(**changes)
+
+
+def locate(config: Config, resume: str | None) -> tuple[str, str | None]:
+    """(run folder, checkpoint to resume from or None), decided on rank 0; creates nothing.
+
+    resume is None (a new run, whose folder must not exist yet), a checkpoint file or run folder,
+    or 'auto': continue the run folder that --folder/--run-name name if it holds a checkpoint,
+    else start it afresh."""
+    if resume and resume != "auto":
+        return (resume if os.path.isdir(resume) else os.path.dirname(resume) or "."), resume
+    run_dir = os.path.join(config.folder, run_name(config))
+    if resume == "auto":
+        found = os.path.exists(os.path.join(run_dir, checkpoint.FILENAME))
+        return run_dir, (run_dir if found else None)
+    if os.path.exists(run_dir):
+        raise UsageError(
+            f"Run folder {run_dir} already exists; continue it with `--resume {run_dir}` or "
+            "choose another --run-name or --folder."
+        )
+    return run_dir, None
+
+
+def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:
+    """Train `config` (or continue the checkpoint that `resume` names); return the checkpoint path.
+
+    `explicit` names the options the user gave, which a resumed run checks against its file."""
+    rank, n_ranks = comm.Get_rank(), comm.Get_size()
+
+    def find_state():
+        run_dir, source = locate(config, resume)
+        return run_dir, (checkpoint.load(source) if source else None)
+
+    run_dir, state = parallel.on_rank0(comm, find_state)
+    path = os.path.join(run_dir, checkpoint.FILENAME)
+    run = None
+    if state is not None:
+        config = parallel.everywhere(
+            comm, lambda: resumed_config(from_toml(state.config_toml), config, explicit)
+        )
+        run = run_from_checkpoint(state, config)
+
+    env = parallel.everywhere(
+        comm, lambda: envs.make_env(config.env, config.env_kwargs, quiet=rank != 0)
+    )
+    spec = parallel.everywhere(
+        comm, lambda: spec_for_spaces(env.observation_space, env.action_space, config)
+    )
+    if run is None:
+        run = new_run(config, spec)
+    elif run.spec != spec:
+        parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
+    envs.first_reset(env, config.seed)
+    stepped, time_limit = envs.unwrapped_for_rollouts(env)
+    horizon = envs.horizon_for(time_limit, config.max_steps)
+    if horizon >= 1 << 62:
+        parallel.agree(
+            comm, UsageError(f"{config.env} has no time limit; give --max-steps to end episodes.")
+        )
+    parallel.everywhere(comm, lambda: _check_table(config, spec))
+    parallel.on_rank0(comm, lambda: create_run_folder(run_dir))
+    table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
+    actor = Actor(spec, config.obs_clip)
+
+    if rank == 0:
+        what = f"resuming at generation {run.generation}" if state else "starting"
+        print(
+            f"esmpi: {what} {config.env} seed {config.seed} on {n_ranks} rank(s), "
+            f"{spec.n_params:,} parameters, popsize {config.popsize}; checkpoint {path}",
+            flush=True,
+        )
+    while run.generation < config.generations:
+        started = time.perf_counter()
+        table_rows = run_generation(run, stepped, actor, table, horizon, comm)
+        advance(run, table_rows, table, time.perf_counter() - started)
+        if run.generation % config.check_every == 0 and not parallel.parameters_agree(
+            comm, run.search.theta
+        ):
+            raise RuntimeError(
+                f"ranks hold different parameters after generation {run.generation}: the update "
+                "is not deterministic here (mixed CPU types or numba builds across nodes?)"
+            )
+        last = run.generation == config.generations
+        if rank == 0 and (run.generation % config.print_every == 0 or last):
+            print(progress_line(run), flush=True)
+            checkpoint.save(path, to_checkpoint(run, n_ranks))
+    if rank == 0:
+        best_return, best_generation = run.best[0], run.best[1]
+        print(
+            f"esmpi: done, {run.generation} generations, {run.timesteps:,} steps in "
+            f"{run.wall_s:.1f} s; last eval {run.history[-1]['eval_return']:.2f}, best eval "
+            f"{best_return:.2f} (generation {best_generation}); checkpoint {path}",
+            flush=True,
+        )
+    return path
+
+
+def _check_table(config: Config, spec: PolicySpec) -> None:
+    if spec.n_params > config.noise_table_size:
+        raise UsageError(
+            f"The policy has {spec.n_params:,} parameters, more than --noise-table-size "
+            f"{config.noise_table_size:,}; raise --noise-table-size."
+        )

@@ -1,0 +1,68 @@
+"""Shared helpers: run the real `esmpi` command, with or without real MPI ranks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+BIN = Path(sys.executable).parent
+MPIEXEC = str(BIN / "mpiexec")
+TESTS = Path(__file__).parent
+# Small enough to build in a blink, large enough for every policy the tests train.
+SMALL_TABLE = ["--noise-table-size", "2000000"]
+
+
+def child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    for name in ("PMI_RANK", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_JOB_ID"):
+        env.pop(name, None)
+    return env
+
+
+def esmpi(*args: str, ranks: int | None = None, cwd=None, timeout: float = 600):
+    """Run `esmpi ARGS` (under `mpiexec -n ranks` when given); return the CompletedProcess."""
+    command = [sys.executable, "-m", "esmpi", *args]
+    if ranks is not None:
+        command = [MPIEXEC, "-n", str(ranks), *command]
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def mpi_python(code: str, ranks: int, timeout: float = 120):
+    """Run a Python snippet on real MPI ranks."""
+    return subprocess.run(
+        [MPIEXEC, "-n", str(ranks), sys.executable, "-c", code],
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def checked(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def read_theta(path) -> np.ndarray:
+    with h5py.File(path, "r") as h5:
+        return h5["theta"][...]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """A folder for run folders, used as --folder."""
+    return tmp_path / "runs"

@@ -1,0 +1,115 @@
+"""Environments: every kind of id, the stepping path beneath Gymnasium's checks, and quietness."""
+
+import os
+import subprocess
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+
+from conftest import child_environment
+from esmpi import envs
+from esmpi.config import Config, UsageError
+from esmpi.policy import Actor, initial_theta, spec_for_spaces
+from esmpi.rollout import run_episode
+
+
+def _returns(env, horizon, spec, theta, seeds):
+    actor = Actor(spec)
+    return [run_episode(env, actor, theta, seed, horizon) for seed in seeds]
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "CartPole-v1",
+        "Pendulum-v1",
+        "LunarLander-v3",
+        "HalfCheetah-v5",
+        "Hopper-v5",
+        "AntBulletEnv-v0",
+        "FrozenLake-v1",
+    ],
+)
+def test_unwrapped_stepping_gives_the_same_returns_as_gymnasium(env_id):
+    """Our own time limit beneath TimeLimit/OrderEnforcing/PassiveEnvChecker changes nothing."""
+    config = Config(env=env_id, max_steps=0 if "Bullet" not in env_id else 200)
+    wrapped = envs.make_env(env_id)
+    spec = spec_for_spaces(wrapped.observation_space, wrapped.action_space, config)
+    theta = initial_theta(spec, seed=1) * 20
+    envs.first_reset(wrapped, 0)
+    stepped, limit = envs.unwrapped_for_rollouts(wrapped)
+    horizon = envs.horizon_for(limit, config.max_steps)
+    assert stepped is wrapped.unwrapped and limit == wrapped.spec.max_episode_steps
+    ours = _returns(stepped, horizon, spec, theta, [11, 12])
+    again = envs.make_env(env_id)
+    envs.first_reset(again, 0)
+    theirs = _returns(again, horizon, spec, theta, [11, 12])
+    assert ours == theirs
+
+
+def test_env_kwargs_and_max_steps():
+    env = envs.make_env("Pendulum-v1", {"g": 3.0})
+    assert env.unwrapped.g == 3.0
+    assert envs.horizon_for(200, 50) == 50 and envs.horizon_for(200, 0) == 200
+
+
+def test_user_class_by_module_and_name():
+    env = envs.make_env("toyenvs:ToyTarget", {"target": 2.5})
+    assert env.target == 2.5
+    stepped, limit = envs.unwrapped_for_rollouts(env)
+    assert stepped is env and limit == 1 << 62
+
+
+def test_unknown_id_suggests_close_names():
+    with pytest.raises(UsageError, match="Did you mean HalfCheetah-v5"):
+        envs.make_env("HalfCheeta-v5")
+
+
+def test_unsupported_spaces_are_refused():
+    env = envs.make_env("toyenvs:DictObservations")
+    with pytest.raises(UsageError, match="Observation space Dict.* is not supported"):
+        spec_for_spaces(env.observation_space, env.action_space, Config())
+    box = gymnasium.spaces.Box(-1, 1, (2,))
+    with pytest.raises(UsageError, match="Action space MultiBinary"):
+        spec_for_spaces(box, gymnasium.spaces.MultiBinary(3), Config())
+    with pytest.raises(UsageError, match="--action-map tanh needs finite action bounds"):
+        spec_for_spaces(box, gymnasium.spaces.Box(-np.inf, np.inf, (2,)), Config(action_map="tanh"))
+
+
+def test_discrete_observations_are_one_hot():
+    env = envs.make_env("FrozenLake-v1")
+    spec = spec_for_spaces(env.observation_space, env.action_space, Config(hidden=[4]))
+    assert spec.obs_encoding == "onehot" and spec.sizes == (16, 4, 4) and spec.output == "argmax"
+
+
+def test_start_up_chatter_stays_off_the_console_and_out_of_the_folder(tmp_path):
+    """pybullet's banner and MuJoCo's log file must not reach the user."""
+    code = (
+        "from esmpi import envs\n"
+        "for name in ('AntBulletEnv-v0', 'HalfCheetah-v5'):\n"
+        "    env = envs.make_env(name, quiet=True)\n"
+        "    envs.first_reset(env, 0)\n"
+        "print('made')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=child_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "made\n"
+    assert "pybullet build time" not in result.stderr and "argv[0]" not in result.stderr
+    assert "settotalmass" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_native_errors_are_still_shown(capfd):
+    with pytest.raises(RuntimeError), envs.native_output_captured():
+        os.write(2, b"native trouble\n")
+        raise RuntimeError("boom")
+    assert "native trouble" in capfd.readouterr().err

@@ -1,0 +1,108 @@
+"""Every numba kernel against its numpy twin in reference.py.
+
+Tolerance: the kernel runs the layers in float32 with a rational tanh (within 4e-7 of np.tanh),
+the reference in float64; outputs agree to 1e-5 relative to their scale."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference
+from esmpi import kernels
+from esmpi.policy import Actor, PolicySpec, initial_theta
+
+TOLERANCE = 1e-5
+
+
+def test_fast_tanh_close_to_numpy_everywhere():
+    x = np.linspace(-20, 20, 400001, dtype=np.float32)
+    approx = np.array([kernels.fast_tanh(v) for v in x[::7]])
+    assert np.abs(approx - np.tanh(x[::7].astype(np.float64))).max() < 4e-7
+
+
+def _spec(sizes, activation, bias, output):
+    n_out = sizes[-1]
+    bounds = (
+        {}
+        if output == "argmax"
+        else dict(
+            action_low=tuple(np.linspace(-2, -0.5, n_out)),
+            action_high=tuple(np.linspace(0.5, 3, n_out)),
+        )
+    )
+    return PolicySpec(
+        sizes=tuple(sizes),
+        activation=activation,
+        bias=bias,
+        output=output,
+        obs_encoding="box",
+        action_shape=() if output == "argmax" else (n_out,),
+        **bounds,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 40), min_size=2, max_size=4),
+    activation=st.sampled_from(["tanh", "relu"]),
+    bias=st.booleans(),
+    output=st.sampled_from(["argmax", "clip", "tanh"]),
+    obs_dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 1000),
+)
+def test_policy_step_matches_numpy(sizes, activation, bias, output, obs_dtype, seed):
+    spec = _spec(sizes, activation, bias, output)
+    rng = np.random.default_rng(seed)
+    theta = (rng.standard_normal(spec.n_params) * 0.5).astype(np.float32)
+    actor = Actor(spec, obs_clip=3.0)
+    mean, std = rng.standard_normal(sizes[0]), rng.uniform(0.5, 2.0, sizes[0])
+    actor.set_normalisation(mean, std)
+    obs = (rng.standard_normal(sizes[0]) * 4).astype(obs_dtype)
+    got = actor.act(obs, theta)
+    low, high = np.array(spec.action_low), np.array(spec.action_high)
+    want, centred = reference.policy_step(
+        obs, mean, 1 / std, 3.0, theta, sizes, bias, activation, output, low, high
+    )
+    if output == "argmax":
+        # Outputs tied within float32 rounding are the one allowed disagreement.
+        logits, _ = reference.policy_step(
+            obs, mean, 1 / std, 3.0, theta, sizes, bias, activation, "clip", -np.inf, np.inf
+        )
+        top = np.sort(logits)[-2:]
+        assert got == want or top[1] - top[0] < TOLERANCE * (1 + abs(top[1]))
+    else:
+        assert np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE * (1 + np.abs(want).max()))
+    assert np.allclose(actor.obs_stats[0], centred) and np.allclose(actor.obs_stats[1], centred**2)
+
+
+def test_policy_step_with_default_architecture_and_init():
+    spec = _spec([17, 128, 64, 6], "tanh", False, "clip")
+    theta = initial_theta(spec, seed=0) * 30
+    actor = Actor(spec)
+    obs = np.random.default_rng(0).standard_normal(17)
+    want, _ = reference.policy_step(
+        obs,
+        0.0,
+        1.0,
+        5.0,
+        theta,
+        spec.sizes,
+        False,
+        "tanh",
+        "clip",
+        np.array(spec.action_low),
+        np.array(spec.action_high),
+    )
+    assert np.allclose(actor.act(obs, theta), want, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("dim", [1, 7, 1000])
+def test_weighted_noise_sum_matches_numpy(dim):
+    rng = np.random.default_rng(dim)
+    table = rng.standard_normal(5000).astype(np.float32)
+    offsets = rng.integers(0, 5000 - dim, 9).astype(np.int64)
+    weights = rng.standard_normal(9)
+    out = np.empty(dim)
+    kernels.weighted_noise_sum(table, offsets, weights, out)
+    assert np.allclose(out, reference.weighted_noise_sum(table, offsets, weights, dim), rtol=1e-12)

@@ -1,0 +1,207 @@
+"""Distributed behaviour on real MPI ranks (mpiexec from the venv's MPICH, oversubscribed)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_TABLE, checked, esmpi, mpi_python, read_theta
+
+pytestmark = pytest.mark.mpi
+
+COMMON = ["--env", "Pendulum-v1", "--popsize", "10", "--hidden", "16,8", *SMALL_TABLE]
+
+
+def test_rank_invariance_bit_identical_theta_with_1_2_and_3_ranks(runs):
+    """Same config and seed: the same bits whichever rank ran which member."""
+    thetas = []
+    for ranks in (1, 2, 3):
+        name = f"ranks{ranks}"
+        checked(
+            esmpi(
+                "train",
+                *COMMON,
+                "--generations",
+                "3",
+                "--folder",
+                str(runs),
+                "--run-name",
+                name,
+                ranks=ranks,
+            )
+        )
+        thetas.append(read_theta(runs / name / "checkpoint.h5"))
+    assert np.array_equal(thetas[0], thetas[1]) and np.array_equal(thetas[0], thetas[2])
+    assert not np.array_equal(thetas[0], np.zeros_like(thetas[0]))
+
+
+def test_four_ranks_with_more_ranks_than_pairs_of_work(runs):
+    result = checked(
+        esmpi(
+            "train",
+            *COMMON,
+            "--popsize",
+            "4",
+            "--generations",
+            "2",
+            "--folder",
+            str(runs),
+            "--run-name",
+            "four",
+            ranks=4,
+        )
+    )
+    assert "on 4 rank(s)" in result.stdout
+    assert result.stdout.count("esmpi: done") == 1  # rank 0 alone reports
+
+
+def test_resume_continues_bit_identically(runs):
+    """10 generations in one go equal 5, then a resume to 10 (on another number of ranks)."""
+    checked(
+        esmpi(
+            "train",
+            *COMMON,
+            "--generations",
+            "10",
+            "--folder",
+            str(runs),
+            "--run-name",
+            "whole",
+            ranks=2,
+        )
+    )
+    checked(
+        esmpi(
+            "train",
+            *COMMON,
+            "--generations",
+            "5",
+            "--folder",
+            str(runs),
+            "--run-name",
+            "split",
+            ranks=3,
+        )
+    )
+    result = checked(
+        esmpi("train", "--resume", str(runs / "split"), "--generations", "10", ranks=2)
+    )
+    assert "resuming at generation 5" in result.stdout
+    whole, split = runs / "whole" / "checkpoint.h5", runs / "split" / "checkpoint.h5"
+    assert np.array_equal(read_theta(whole), read_theta(split))
+    import h5py
+
+    with h5py.File(whole) as a, h5py.File(split) as b:
+        assert np.array_equal(a["history"]["eval_return"], b["history"]["eval_return"])
+        assert b.attrs["generation"] == 10 and b.attrs["n_ranks"] == 2
+
+
+def test_resume_auto_starts_then_continues(runs):
+    args = ["train", *COMMON, "--folder", str(runs), "--run-name", "auto", "--resume", "auto"]
+    checked(esmpi(*args, "--generations", "2", ranks=2))
+    result = checked(esmpi(*args, "--generations", "4", ranks=2))
+    assert "resuming at generation 2" in result.stdout
+
+
+def test_resume_refuses_a_changed_setting(runs):
+    checked(
+        esmpi(
+            "train",
+            *COMMON,
+            "--generations",
+            "1",
+            "--folder",
+            str(runs),
+            "--run-name",
+            "r",
+            ranks=2,
+        )
+    )
+    result = esmpi("train", "--resume", str(runs / "r"), "--sigma", "0.5", ranks=2)
+    assert result.returncode == 2
+    assert "--sigma 0.5 differs from the checkpoint's 0.1" in result.stderr
+    assert result.stderr.count("esmpi: error") == 1
+
+
+def test_threads_starts_ranks_itself(runs):
+    result = checked(
+        esmpi(
+            "train",
+            *COMMON,
+            "--generations",
+            "1",
+            "--threads",
+            "2",
+            "--folder",
+            str(runs),
+            "--run-name",
+            "t",
+        )
+    )
+    assert "esmpi: running " in result.stdout and "mpiexec -n 2" in result.stdout
+    assert "on 2 rank(s)" in result.stdout
+
+
+def test_threads_must_match_the_launcher(runs):
+    result = esmpi("train", *COMMON, "--threads", "3", "--folder", str(runs), ranks=2)
+    assert result.returncode == 2
+    assert "--threads 3 does not match the 2 rank(s)" in result.stderr
+    assert result.stderr.count("esmpi: error") == 1
+
+
+def test_shared_noise_table_equals_a_private_one_on_3_ranks():
+    code = (
+        "import numpy as np\n"
+        "from esmpi import noise, parallel\n"
+        "comm = parallel.world()\n"
+        "table = parallel.shared_noise_table(comm, 5 * noise.BLOCK + 77, 9)\n"
+        "ok = np.array_equal(table, noise.build_table(table.size, 9))\n"
+        "print(comm.Get_rank(), ok)\n"
+    )
+    result = checked(mpi_python(code, 3))
+    assert sorted(result.stdout.split("\n"))[1:] == ["0 True", "1 True", "2 True"]
+
+
+def test_parameter_checksums_detect_divergence():
+    code = (
+        "import json, numpy as np\n"
+        "from esmpi import parallel\n"
+        "comm = parallel.world()\n"
+        "same = parallel.parameters_agree(comm, np.ones(100, np.float32))\n"
+        "theta = np.ones(100, np.float32)\n"
+        "theta[3] += (comm.Get_rank() == 1) * 1e-7\n"
+        "differ = parallel.parameters_agree(comm, theta)\n"
+        "print(json.dumps([comm.Get_rank(), same, differ]))\n"
+    )
+    result = checked(mpi_python(code, 2))
+    rows = sorted(json.loads(line) for line in result.stdout.splitlines())
+    assert rows == [[0, True, False], [1, True, False]]
+
+
+def test_an_error_on_one_rank_stops_every_rank():
+    code = (
+        "from esmpi import parallel\n"
+        "from esmpi.config import UsageError\n"
+        "comm = parallel.world()\n"
+        "try:\n"
+        "    parallel.everywhere(comm, lambda: (_ for _ in ()).throw(UsageError('only rank 2'))"
+        " if comm.Get_rank() == 2 else 1)\n"
+        "except UsageError as error:\n"
+        "    print(comm.Get_rank(), error)\n"
+    )
+    result = checked(mpi_python(code, 3))
+    assert sorted(result.stdout.strip().split("\n")) == [f"{r} only rank 2" for r in range(3)]
+
+
+def test_an_exception_on_one_rank_aborts_all_instead_of_hanging():
+    code = (
+        "from esmpi import parallel\n"
+        "comm = parallel.world()\n"
+        "parallel.abort_on_uncaught_exception(comm)\n"
+        "if comm.Get_rank() == 1:\n"
+        "    raise ValueError('simulated crash')\n"
+        "comm.Barrier()\n"
+    )
+    result = mpi_python(code, 3, timeout=60)
+    assert result.returncode != 0
+    assert "rank 1 of 3 failed" in result.stderr and "simulated crash" in result.stderr

@@ -1,0 +1,34 @@
+"""The noise table and the meaning of offsets and episode seeds."""
+
+import numpy as np
+
+from esmpi import noise
+
+
+def test_table_is_standard_normal_and_reproducible():
+    table = noise.build_table(3 * noise.BLOCK + 1000, seed=5)
+    assert table.dtype == np.float32
+    assert abs(table.mean()) < 0.01 and abs(table.std() - 1) < 0.01
+    assert np.array_equal(table, noise.build_table(table.size, seed=5))
+    assert not np.array_equal(table[:100], noise.build_table(table.size, seed=6)[:100])
+
+
+def test_blocks_do_not_depend_on_who_fills_them():
+    whole = noise.build_table(3 * noise.BLOCK, seed=1)
+    shared = np.empty_like(whole)
+    noise.fill_blocks(shared, 1, [2, 0])
+    noise.fill_blocks(shared, 1, [1])
+    assert np.array_equal(whole, shared)
+
+
+def test_offsets_fit_in_the_table_and_depend_on_generation():
+    a = noise.noise_offsets(0, 0, 1000, 500, 10_000)
+    assert a.min() >= 0 and a.max() <= 10_000 - 500
+    assert np.array_equal(a, noise.noise_offsets(0, 0, 1000, 500, 10_000))
+    assert not np.array_equal(a, noise.noise_offsets(0, 1, 1000, 500, 10_000))
+
+
+def test_episode_seeds_are_deterministic_and_distinct():
+    seeds = noise.episode_seeds(3, 4, 65)
+    assert np.array_equal(seeds, noise.episode_seeds(3, 4, 65))
+    assert len(set(seeds.tolist())) == 65 and seeds.min() >= 0

@@ -12,6 +12,10 @@ Layout (format_version 1; README "Checkpoint format" shows the same):
     /best             attrs: eval_return, generation; datasets theta, obs_mean, obs_var
     /history          table, one row per generation (columns in HISTORY_COLUMNS)
 
+Every group and dataset carries a `description` attribute, every dataset a `unit`, and each history
+column `NAME.unit` and `NAME.description`, so that `h5ls -v`, h5py or pandas users need no manual.
+Files without `format_version`, or with a newer one, are refused with one sentence.
+
 A checkpoint is written to a temporary file in the run folder, flushed to disk, then renamed over
 the previous one, so a crash at any moment leaves a complete file behind.
 """
@@ -19,8 +23,11 @@ the previous one, so a crash at any moment leaves a complete file behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -32,6 +39,7 @@ from esmpi.policy import PolicySpec
 FORMAT = "esmpi"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.h5"
+OBS, OBS2 = "observation units", "observation units squared"  # units of obs statistics
 
 # name, dtype, unit, meaning
 HISTORY_COLUMNS = (
@@ -47,6 +55,15 @@ HISTORY_COLUMNS = (
     ("sigma", "f8", "1", "perturbation standard deviation used in this generation"),
     ("wall_s", "f8", "s", "wall-clock seconds since the run started, over all resumptions"),
     ("steps_per_s", "f8", "steps/s", "environment steps per second in this generation, all ranks"),
+    ("rollout_s", "f8", "s", "seconds the busiest rank spent running episodes this generation"),
+    ("idle_s", "f8", "s", "mean seconds a rank waited for the busiest one (load imbalance)"),
+    ("update_s", "f8", "s", "seconds rank 0 spent on the ES update and normalisation update"),
+    (
+        "checkpoint_s",
+        "f8",
+        "s",
+        "seconds rank 0 spent writing the checkpoint after the previous row",
+    ),
 )
 HISTORY_DTYPE = np.dtype([(name, kind) for name, kind, _, _ in HISTORY_COLUMNS])
 
@@ -89,23 +106,72 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+# Tests kill a job in the middle of a checkpoint write: set to a generation, this makes the writer
+# stop inside the write of that generation's checkpoint (after printing a line saying so).
+PAUSE_VARIABLE = "ESMPI_TEST_PAUSE_IN_CHECKPOINT"
+
+
 def save(path: str, state: Checkpoint) -> None:
-    """Write `state` to `path` atomically: a temporary file, fsync, then rename over `path`."""
+    """Write `state` to `path` atomically: a temporary file, fsync, then rename over `path` and
+    fsync the folder, so that the rename too survives a crash. The previous checkpoint stays in
+    place until the new one is complete. Temporary files of a killed writer are removed first."""
     import h5py
 
+    for stale in glob.glob(glob.escape(path) + ".tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
     temporary = f"{path}.tmp{os.getpid()}"
     try:
         with h5py.File(temporary, "w") as h5:
             _write(h5, state)
+            _pause_for_tests(state.generation, temporary)
             h5.flush()
             os.fsync(h5.id.get_vfd_handle())
         os.replace(temporary, path)
+        _fsync_folder(os.path.dirname(path) or ".")
+    except (OSError, RuntimeError) as error:  # h5py reports a failed write as either
+        raise OSError(
+            f"Cannot write the checkpoint {path}: {_write_failure(error)}; the previous "
+            "checkpoint, if any, is kept."
+        ) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
+def _write_failure(error: BaseException) -> str:
+    """The system's reason for a failed write (say 'No space left on device'), found in `error`
+    or the errors it happened during (HDF5 puts it inside its own message)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        found = re.search(r"error message = '([^']+)'", str(error))
+        if found:
+            return found.group(1)
+        error = error.__context__
+    return "unknown error"
+
+
+def _fsync_folder(folder: str) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _pause_for_tests(generation: int, temporary: str) -> None:
+    if os.environ.get(PAUSE_VARIABLE) == str(generation):
+        print(f"esmpi: {PAUSE_VARIABLE}: pausing inside the write of {temporary}", flush=True)
+        time.sleep(3600)
+
+
 def _write(h5, state: Checkpoint) -> None:
+    h5.attrs["description"] = (
+        "esmpi checkpoint of one OpenAI-ES run: the mean policy parameters, their layout, the "
+        "optimizer and observation statistics, the best parameters and one history row per "
+        "generation"
+    )
     h5.attrs.update(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -119,39 +185,88 @@ def _write(h5, state: Checkpoint) -> None:
     )
     _dataset(h5, "theta", state.theta, "mean policy parameters, layout in /policy")
     policy = h5.create_group("policy")
+    policy.attrs["description"] = _POLICY_DESCRIPTION
     for spec_field in fields(PolicySpec):
         value = getattr(state.policy, spec_field.name)
         policy.attrs[spec_field.name] = np.asarray(value) if isinstance(value, tuple) else value
     policy.attrs["n_params"] = state.policy.n_params
     optimizer = h5.create_group("optimizer")
+    optimizer.attrs["description"] = "optimizer state and the current lr and sigma"
     optimizer.attrs.update(name=state.optimizer, step=state.optimizer_step)
     optimizer.attrs.update(lr=state.lr, sigma=state.sigma)
-    _dataset(optimizer, "first_moment", state.first_moment, "Adam first moment")
-    _dataset(optimizer, "second_moment", state.second_moment, "Adam second moment")
+    _dataset(optimizer, "first_moment", state.first_moment, "Adam first moment", "1")
+    _dataset(optimizer, "second_moment", state.second_moment, "Adam second moment", "1")
     obs_norm = h5.create_group("obs_norm")
-    _dataset(obs_norm, "count", np.float64(state.obs_count), "observations seen")
-    _dataset(obs_norm, "mean", state.obs_mean, "running observation mean")
-    _dataset(obs_norm, "var", state.obs_var, "running observation variance")
+    obs_norm.attrs["description"] = (
+        "running observation statistics; policies see clip((obs - mean) / max(sqrt(var), 0.01), "
+        "-obs_clip, obs_clip) with obs_clip from the config"
+    )
+    _dataset(obs_norm, "count", np.float64(state.obs_count), "observations seen", "observations")
+    _dataset(obs_norm, "mean", state.obs_mean, "running observation mean", OBS)
+    _dataset(obs_norm, "var", state.obs_var, "running observation variance", OBS2)
     best = h5.create_group("best")
+    best.attrs["description"] = (
+        "the parameters with the best evaluation return (attrs eval_return, generation) and the "
+        "normalisation they ran with"
+    )
     best.attrs.update(eval_return=state.best_return, generation=state.best_generation)
     _dataset(best, "theta", state.best_theta, "parameters with the best evaluation return")
-    _dataset(best, "obs_mean", state.best_obs_mean, "observation mean used with best/theta")
-    _dataset(best, "obs_var", state.best_obs_var, "observation variance used with best/theta")
+    _dataset(best, "obs_mean", state.best_obs_mean, "observation mean used with best/theta", OBS)
+    _dataset(best, "obs_var", state.best_obs_var, "observation variance used with best/theta", OBS2)
     history = h5.create_dataset(
         "history", data=state.history.astype(HISTORY_DTYPE), maxshape=(None,), chunks=True
     )
-    history.attrs["description"] = "one row per generation"
+    history.attrs["description"] = (
+        "one row per generation; each column's unit and meaning are the attributes NAME.unit and "
+        "NAME.description"
+    )
+    history.attrs["unit"] = "per column"
     for name, _, unit, meaning in HISTORY_COLUMNS:
         history.attrs[f"{name}.unit"] = unit
         history.attrs[f"{name}.description"] = meaning
 
 
-def _dataset(group, name: str, data, description: str) -> None:
-    group.create_dataset(name, data=data).attrs["description"] = description
+_POLICY_DESCRIPTION = (
+    "kind 'mlp' or 'cnn' (convolutions first, see esmpi.kernels.cnn_step; obs_shape, obs_scale). "
+    "MLP layout of theta: per layer the weights (n_in, n_out) row-major, then the bias (n_out,) if "
+    "bias; a layer computes x @ W + b, hidden layers apply activation; output 'argmax' picks "
+    "action_start + argmax, 'clip' clips to [action_low, action_high], 'tanh' maps to "
+    "low + (tanh(y) + 1) / 2 * (high - low); obs_encoding 'onehot' encodes Discrete observations"
+)
+
+
+def _dataset(group, name: str, data, description: str, unit: str = "1") -> None:
+    dataset = group.create_dataset(name, data=data)
+    dataset.attrs["description"] = description
+    dataset.attrs["unit"] = unit
 
 
 def load(path: str) -> Checkpoint:
     """Read a checkpoint; UsageError with one sentence if it is missing, unreadable or foreign."""
+    with _opened(path) as (h5, path):
+        try:
+            return _read(h5)
+        except KeyError as error:
+            raise UsageError(f"{path} is an incomplete esmpi checkpoint ({error}).") from None
+
+
+def metadata(path: str) -> dict:
+    """The root attributes of a checkpoint (format, versions, config, ...) with `versions` parsed
+    from its JSON and `path` the file's path; checked like load()."""
+    with _opened(path) as (h5, path):
+        found = {name: _plain(value) for name, value in h5.attrs.items()}
+    found["versions"] = json.loads(found.get("versions") or "{}")
+    found["path"] = path
+    return found
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@contextlib.contextmanager
+def _opened(path: str):
+    """(open h5py.File, file path) of an esmpi checkpoint of a format this esmpi reads."""
     import h5py
 
     if os.path.isdir(path):
@@ -165,22 +280,26 @@ def load(path: str) -> Checkpoint:
     with h5:
         if h5.attrs.get("format") != FORMAT:
             raise UsageError(f"{path} is an HDF5 file but not an esmpi checkpoint.")
-        version = int(h5.attrs["format_version"])
+        version = int(h5.attrs.get("format_version", 0))
         if version > FORMAT_VERSION:
             raise UsageError(
                 f"{path} has checkpoint format {version}, newer than this esmpi "
                 f"({esmpi.__version__}) reads ({FORMAT_VERSION}); upgrade esmpi."
             )
-        try:
-            return _read(h5)
-        except KeyError as error:
-            raise UsageError(f"{path} is an incomplete esmpi checkpoint ({error}).") from None
+        if version < 1:
+            raise UsageError(
+                f"{path} has no valid checkpoint format_version ({version}); it was not written by "
+                "a released esmpi and cannot be read."
+            )
+        yield h5, path
 
 
 def _read(h5) -> Checkpoint:
     policy_attrs = dict(h5["policy"].attrs)
     spec_values = {}
     for spec_field in fields(PolicySpec):
+        if spec_field.name not in policy_attrs:  # added later (kind, obs_shape): the default
+            continue
         value = policy_attrs[spec_field.name]
         if isinstance(value, np.ndarray):
             value = tuple(value.tolist())
@@ -210,5 +329,15 @@ def _read(h5) -> Checkpoint:
         best_generation=int(best.attrs["generation"]),
         best_obs_mean=best["obs_mean"][...],
         best_obs_var=best["obs_var"][...],
-        history=h5["history"][...],
+        history=current_history(h5["history"][...]),
     )
+
+
+def current_history(rows: np.ndarray) -> np.ndarray:
+    """History rows in today's columns; columns a file predates are zero."""
+    if rows.dtype == HISTORY_DTYPE:
+        return rows
+    converted = np.zeros(rows.shape, dtype=HISTORY_DTYPE)
+    for name in set(rows.dtype.names) & set(HISTORY_DTYPE.names):
+        converted[name] = rows[name]
+    return converted

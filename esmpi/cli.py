@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 import esmpi
-from esmpi.config import Config, UsageError, from_mapping, load_toml
+from esmpi.config import Config, UsageError, load_toml
 
 # Set by MPI launchers to the process's rank; read before MPI starts, to print errors once.
 _RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
@@ -49,7 +50,21 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(*names, default=argparse.SUPPRESS, help=help_text, metavar=metavar)
 
 
-_POLICY_OPTIONS = {"hidden", "activation", "bias", "action_map", "obs_norm", "obs_clip"}
+_POLICY_OPTIONS = {
+    "policy",
+    "hidden",
+    "activation",
+    "bias",
+    "action_map",
+    "obs_norm",
+    "obs_clip",
+    "grayscale",
+    "resize",
+    "frame_stack",
+    "scale_obs",
+    "atari",
+    "end_on_life_loss",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a policy (under mpiexec/srun, or with --threads N)",
         description="Train a policy. Run under `mpiexec -n N` or `srun`, or give --threads N. "
-        "Options come from the defaults, then --config FILE, then the command line.",
+        "Options come from the defaults, then the environment's preset (`esmpi envs`), then "
+        "--config FILE, then the command line.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument("--config", metavar="FILE", help="TOML file holding any of the options")
@@ -100,7 +116,123 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the episode seeds")
     evaluate.add_argument("--best", action="store_true", help="use best/theta, not theta")
     evaluate.add_argument("--render", action="store_true", help="show the episodes in a window")
+    _add_eval_extras(evaluate)
+    _add_results_commands(commands)
+    _add_bench_command(commands)
+    commands.add_parser(
+        "envs",
+        help="list the per-environment presets and what each sets",
+        description="List the presets that `esmpi train` applies by environment id (CarRacing, "
+        "PyBullet locomotion, Atari), what each sets and why; any option given overrides them.",
+    )
     return parser
+
+
+def _add_bench_command(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure env-steps/s against a bare env.step loop (make bench)",
+        description="Measure training throughput against single-core loops of env.step with and "
+        "without the policy, the policy forward, the split of a generation, strong scaling, "
+        "noise-table memory and a model of larger runs. Prints a table and writes JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from esmpi.bench import DEFAULT_ENVS
+
+    bench.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), help="environment ids")
+    bench.add_argument("--ranks", type=int, default=2, help="ranks of the training runs")
+    bench.add_argument("--popsize", type=int, default=64, help="population of the training runs")
+    bench.add_argument("--generations", type=int, default=2, help="generations per training run")
+    bench.add_argument(
+        "--loop-seconds", type=float, default=4.0, help="duration of each bare env.step loop"
+    )
+    bench.add_argument(
+        "--max-steps", type=int, default=250, help="episode cap in the loops and training runs"
+    )
+    bench.add_argument(
+        "--big-popsize",
+        type=int,
+        default=256,
+        help="population of the HalfCheetah run that measures update and collective overhead",
+    )
+    bench.add_argument("--json", default="bench.json", metavar="FILE", help="JSON report file")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from esmpi import bench
+
+    if args.popsize < 2 or args.popsize % 2 or args.ranks < 1 or args.generations < 1:
+        raise UsageError(
+            "esmpi bench needs an even --popsize >= 2 and positive --ranks/--generations."
+        )
+    report = bench.run(
+        args.envs,
+        args.ranks,
+        args.popsize,
+        args.generations,
+        args.loop_seconds,
+        args.max_steps,
+        args.big_popsize,
+    )
+    with open(args.json, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(bench.table(report))
+    print(f"\n(written to {args.json})")
+    return 0
+
+
+def _add_eval_extras(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--video",
+        metavar="FILE",
+        help="record the episodes offscreen to FILE (.mp4 or .gif); no display needed",
+    )
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the returns and lengths as JSON"
+    )
+
+
+def _add_results_commands(commands) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="summarise runs: returns, steps, speed, versions",
+        description="Summarise checkpoints (files, run folders or folders of run folders): one "
+        "line per run, best final evaluation return first.",
+    )
+    inspect.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint or folder")
+    inspect.add_argument(
+        "--history", action="store_true", help="also print each run's per-generation table"
+    )
+    output = inspect.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV for scripts")
+    output.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    plot = commands.add_parser(
+        "plot",
+        help="plot learning curves (mean and range over seeds)",
+        description="Plot return against generation, steps or wall time: one panel per "
+        "environment, one colour per configuration, the mean over seeds with a band from the "
+        "lowest to the highest seed; evaluation return solid, population mean dashed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    plot.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint or folder")
+    plot.add_argument("-o", "--output", default="curves.png", help="plot file: .png, .svg or .pdf")
+    plot.add_argument(
+        "--x", default="generation", choices=("generation", "timesteps", "wall"), help="x axis"
+    )
+    plot.add_argument("--dpi", type=int, default=100, help="resolution of a PNG")
+
+    export = commands.add_parser(
+        "export",
+        help="write a policy as a numpy .npz (runs without esmpi, see README)",
+        description="Write the layer weights, biases, activation, action mapping and observation "
+        "normalisation of a checkpoint's policy to a .npz file.",
+    )
+    export.add_argument("path", help="checkpoint file or run folder")
+    export.add_argument("-o", "--output", default="policy.npz", help="the .npz file to write")
+    export.add_argument("--best", action="store_true", help="export best/theta, not theta")
 
 
 def _explicit_config(args: argparse.Namespace) -> dict:
@@ -116,9 +248,14 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
 
     if not parallel.launched_by_mpi() and args.threads and args.threads > 1:
         parallel.relaunch(parallel.mpiexec_command(args.threads, argv))
+    from esmpi import presets
+
     values = load_toml(args.config) if args.config else {}
     values.update(_explicit_config(args))
-    config = from_mapping(values)
+    config, notes = presets.resolve(values)
+    if _launcher_rank() == 0 and not args.resume:
+        for note in notes:
+            print(f"esmpi: {note}", file=sys.stderr, flush=True)
     comm = parallel.world()
     parallel.abort_on_uncaught_exception(comm)
     if args.threads is not None and args.threads != comm.Get_size():
@@ -126,9 +263,12 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
             f"--threads {args.threads} does not match the {comm.Get_size()} rank(s) the MPI "
             "launcher started; drop --threads or make them equal."
         )
-    from esmpi.train import train
+    from esmpi.train import EXIT_STOPPED, StoppedEarly, train
 
-    train(config, comm, resume=args.resume, explicit=frozenset(values))
+    try:
+        train(config, comm, resume=args.resume, explicit=frozenset(values))
+    except StoppedEarly:  # a stop signal; the checkpoint is written and rank 0 said so
+        return EXIT_STOPPED
     return 0
 
 
@@ -140,12 +280,99 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError("esmpi eval needs a checkpoint: `esmpi eval PATH` or --path_weights PATH.")
     if args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1; got {args.episodes}.")
-    returns = evaluate(path, args.episodes, args.seed, args.environment, args.best, args.render)
+    result = evaluate(
+        path,
+        args.episodes,
+        args.seed,
+        args.environment,
+        args.best,
+        args.render,
+        video=args.video,
+        progress=not args.json,
+    )
+    returns = result.returns
+    if args.json:
+        print(json.dumps(_evaluation_record(args, path, result), indent=2))
+        return 0
     print(
         f"esmpi: {len(returns)} episode(s): return mean {returns.mean():.2f} "
-        f"std {returns.std():.2f} min {returns.min():.2f} max {returns.max():.2f}"
+        f"std {returns.std():.2f} min {returns.min():.2f} max {returns.max():.2f}, "
+        f"{result.lengths.mean():.0f} steps per episode"
+    )
+    if args.video:
+        print(f"esmpi: video of {result.frames} frames in {args.video}")
+    return 0
+
+
+def _evaluation_record(args: argparse.Namespace, path: str, result) -> dict:
+    returns = result.returns
+    return {
+        "path": path,
+        "parameters": "best/theta" if args.best else "theta",
+        "environment": args.environment,
+        "seed": args.seed,
+        "episodes": len(returns),
+        "returns": returns.tolist(),
+        "lengths": result.lengths.tolist(),
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "min": float(returns.min()),
+        "max": float(returns.max()),
+        "video": args.video,
+        "video_frames": result.frames,
+    }
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from esmpi import results
+
+    summaries = results.summarise_all(args.paths)
+    if args.json:
+        print(results.summaries_json(summaries, args.history))
+    elif args.csv:
+        print(
+            results.histories_csv(summaries) if args.history else results.summaries_csv(summaries)
+        )
+    else:
+        print(results.summary_table(summaries))
+        for summary in summaries if args.history else ():
+            print(f"\n{results.history_table(summary)}")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from esmpi import plotting, results
+
+    summaries = results.summarise_all(args.paths)
+    plotting.save(plotting.learning_curves(summaries, args.x), args.output, args.dpi)
+    print(f"esmpi: {len(summaries)} run(s) plotted in {args.output}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from esmpi.export import export
+
+    arrays = export(args.path, args.output, args.best)
+    print(
+        f"esmpi: {arrays['env_id']} policy, {int(arrays['n_layers'])} layers, "
+        f"{arrays['activation']} hidden, {arrays['output']} output, written to {args.output}"
     )
     return 0
+
+
+def run_envs(args: argparse.Namespace) -> int:
+    from esmpi import presets
+
+    print(presets.table())
+    return 0
+
+
+_RESULTS_COMMANDS = {
+    "inspect": run_inspect,
+    "plot": run_plot,
+    "export": run_export,
+    "envs": run_envs,
+}
 
 
 def _launcher_rank() -> int:
@@ -161,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "train":
             return run_train(args, argv)
+        if args.command == "bench":
+            return run_bench(args)
+        if args.command in _RESULTS_COMMANDS:
+            return _RESULTS_COMMANDS[args.command](args)
         return run_eval(args)
     except UsageError as error:
         if _launcher_rank() == 0:

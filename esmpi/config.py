@@ -45,6 +45,46 @@ class Config:
     max_steps: int = _option(0, "Episode cap in steps; 0 keeps the environment's own time limit")
     seed: int = _option(0, "Root seed: noise table, perturbations and episode seeds derive from it")
 
+    # Observations (pixel pipelines: Gymnasium's wrappers, applied beneath the API checks)
+    grayscale: bool = _option(False, "Turn RGB observations into grayscale (GrayscaleObservation)")
+    resize: int = _option(
+        0, "Resize image observations to RESIZE x RESIZE pixels (ResizeObservation); 0 keeps them"
+    )
+    frame_stack: int = _option(
+        1, "Stack the last FRAME_STACK observations (FrameStackObservation); 1 stacks nothing"
+    )
+    scale_obs: bool = _option(
+        False, "CNN policy: multiply pixels by 1/255, so that they are in [0, 1]"
+    )
+    atari: bool = _option(
+        False,
+        "Atari preprocessing (AtariPreprocessing, the env made with frameskip=1): up to 30 no-op "
+        "starts, frame skip 4 with max-pooling, --resize (84 when 0), --grayscale; FIRE after "
+        "reset and after a lost life in games with a FIRE action",
+    )
+    end_on_life_loss: bool = _option(False, "Atari: end the episode when a life is lost")
+
+    # Episodes
+    burn_in: int = _option(
+        0, "Steps of zero action at the start of each episode; their rewards do not count"
+    )
+    early_stop: int = _option(
+        0, "End an episode after more than EARLY_STOP consecutive negative rewards; 0: never"
+    )
+    early_stop_after: int = _option(
+        0, "The --early-stop rule ends episodes only after this many steps"
+    )
+    ignore_terminated: bool = _option(
+        False,
+        "Go on after the environment says an episode terminated (the time limit and --early-stop "
+        "still end it): PyBullet's Ant terminates when its body is below 0.26, as a resting ant is",
+    )
+    fitness: str = _option(
+        "return",
+        "What an episode scores: 'return' (sum of rewards) or 'progress' (PyBullet locomotion: "
+        "the sum of the progress term, the distance walked towards the target per time step)",
+    )
+
     # Evolution Strategies
     popsize: int = _option(64, "Population members per generation (antithetic pairs: even)")
     generations: int = _option(100, "Generations to run, counted from the start of the run")
@@ -67,11 +107,18 @@ class Config:
     )
 
     # The policy
-    hidden: list = _option([128, 64], "Hidden layer sizes of the MLP, e.g. '128,64'")
+    policy: str = _option(
+        "mlp",
+        "'mlp', or 'cnn' for image observations: conv 6@3x3, max-pool 2, conv 8@5x5 stride 2, "
+        "max-pool 2, then the --hidden layers",
+    )
+    hidden: list = _option([128, 64], "Hidden layer sizes of the MLP (of the CNN's dense part)")
     activation: str = _option("tanh", "Hidden activation: 'tanh' or 'relu'")
     bias: bool = _option(False, "Give every layer a bias")
     action_map: str = _option(
-        "clip", "Box actions: 'clip' the output to the bounds or 'tanh' rescale it into them"
+        "clip",
+        "Box actions: 'clip' the output to the bounds, or 'tanh' or 'sigmoid' rescale it into "
+        "them; one per dimension with commas, e.g. 'tanh,sigmoid,sigmoid'",
     )
     obs_norm: bool = _option(
         True, "Normalise Box observations by running mean/std (merged across ranks)"
@@ -103,8 +150,10 @@ class Config:
 _CHOICES = {
     "optimizer": ("adam", "sgd"),
     "activation": ("tanh", "relu"),
-    "action_map": ("clip", "tanh"),
+    "policy": ("mlp", "cnn"),
+    "fitness": ("return", "progress"),
 }
+ACTION_MAPS = ("clip", "tanh", "sigmoid")
 
 
 def parse_value(name: str, value: Any) -> Any:
@@ -178,6 +227,16 @@ def validate(config: Config) -> Config:
                 f"--{_flag(name)} must be one of {', '.join(allowed)}; "
                 f"got {getattr(config, name)!r}."
             )
+    for name in ("resize", "burn_in", "early_stop", "early_stop_after"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+    if config.frame_stack < 1:
+        raise UsageError(f"--frame-stack must be at least 1; got {config.frame_stack}.")
+    if not set(config.action_map.split(",")) <= set(ACTION_MAPS):
+        raise UsageError(
+            f"--action-map takes {', '.join(ACTION_MAPS)}, or one of them per action dimension "
+            f"separated by commas; got {config.action_map!r}."
+        )
     if config.noise_table_size < 1 << 16:
         raise UsageError("--noise-table-size must be at least 65536 entries.")
     return config

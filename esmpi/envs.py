@@ -5,6 +5,13 @@ Gymnasium's API-checking wrappers (TimeLimit, OrderEnforcing, PassiveEnvChecker)
 limit themselves: the same transitions without three Python calls per step. Start-up chatter is
 kept off the console and out of the working directory: pybullet's C-level banner is captured
 and dropped, and MuJoCo's warnings reach Python instead of a MUJOCO_LOG.TXT file.
+
+Observation pipelines (grayscale, resize, Atari preprocessing, frame stacking) are Gymnasium's own
+wrappers, put around the environment after those API checks are stripped (`for_rollouts`), so the
+time limit is still found and the wrappers' steps are the only extra calls. pygame-drawn pixel
+observations (CarRacing) need no display: SDL's dummy video driver is selected unless a window is
+asked for. Atari follows Machado et al. 2018 / Gymnasium's AtariPreprocessing: ROMs come with the
+ale-py wheel.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import difflib
+import functools
 import importlib
 import os
 import sys
@@ -21,7 +29,10 @@ import warnings
 from esmpi.config import UsageError
 
 # Packages that register further ids when imported, and how to recognise their ids.
-_PLUGINS = (("pybullet_envs_gymnasium", lambda env_id: "Bullet" in env_id),)
+_PLUGINS = (
+    ("pybullet_envs_gymnasium", lambda env_id: "Bullet" in env_id, "pybullet-envs-gymnasium"),
+    ("ale_py", lambda env_id: env_id.startswith("ALE/"), "'esmpi[atari]'"),
+)
 _UNLIMITED = 1 << 62
 _LIBC = ctypes.CDLL(None)
 
@@ -79,7 +90,7 @@ def _route_mujoco_warnings(env_id: str, quiet: bool) -> None:
 
 
 def _load_plugins(env_id: str) -> None:
-    for module, owns in _PLUGINS:
+    for module, owns, package in _PLUGINS:
         if owns(env_id):
             with native_output_captured():
                 try:
@@ -87,7 +98,7 @@ def _load_plugins(env_id: str) -> None:
                 except ImportError:
                     raise UsageError(
                         f"Environment {env_id} needs the package {module}; install it with "
-                        f"`pip install {module.replace('_', '-')}`."
+                        f"`pip install {package}`."
                     ) from None
 
 
@@ -127,6 +138,8 @@ def make_env(
     kwargs = dict(env_kwargs or {})
     if render_mode:
         kwargs["render_mode"] = render_mode
+    if render_mode != "human":  # pygame draws pixel observations (CarRacing) without a display
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     _load_plugins(env_id)
     try:
         with native_output_captured():
@@ -167,3 +180,88 @@ def unwrapped_for_rollouts(env):
 def horizon_for(time_limit: int, max_steps: int) -> int:
     """Steps an episode may last: the environment's limit, capped by --max-steps when given."""
     return min(time_limit, max_steps) if max_steps > 0 else time_limit
+
+
+def env_kwargs_for(config) -> dict:
+    """The keyword arguments to make config.env with: --env-kwargs, and frameskip=1 for Atari
+    preprocessing (which skips frames itself)."""
+    return {"frameskip": 1, **config.env_kwargs} if config.atari else dict(config.env_kwargs)
+
+
+def for_rollouts(env, config):
+    """(environment to step, time limit): `env` beneath the API checks (unwrapped_for_rollouts)
+    with the observation pipeline of `config` around it."""
+    stepped, time_limit = unwrapped_for_rollouts(env)
+    return observation_pipeline(stepped, config), time_limit
+
+
+def observation_pipeline(env, config):
+    """Gymnasium's observation wrappers as `config` asks for them: Atari preprocessing (with FIRE
+    after reset and after a lost life) or grayscale then resize; then frame stacking."""
+    from gymnasium import wrappers
+    from gymnasium.error import DependencyNotInstalled
+
+    try:
+        if config.atari:
+            env = wrappers.AtariPreprocessing(
+                env,
+                noop_max=30,
+                frame_skip=4,
+                screen_size=config.resize or 84,
+                terminal_on_life_loss=config.end_on_life_loss,
+                grayscale_obs=config.grayscale,
+                scale_obs=False,  # the CNN scales (--scale-obs): uint8 frames stay small
+            )
+            if "FIRE" in env.unwrapped.get_action_meanings():
+                env = _fire_on_reset_class()(env)
+        else:
+            if config.grayscale:
+                env = wrappers.GrayscaleObservation(env, keep_dim=False)
+            if config.resize:
+                env = wrappers.ResizeObservation(env, (config.resize, config.resize))
+    except DependencyNotInstalled as error:
+        raise UsageError(
+            f"{error} (`pip install opencv-python-headless`, or `pip install 'esmpi[atari]'`)."
+        ) from None
+    except (AttributeError, ValueError, AssertionError) as error:
+        raise UsageError(
+            f"The observation pipeline cannot wrap {config.env} "
+            f"(observations {env.observation_space}): {error}"
+        ) from None
+    if config.frame_stack > 1:
+        env = wrappers.FrameStackObservation(env, config.frame_stack)
+    return env
+
+
+@functools.cache
+def _fire_on_reset_class():
+    import gymnasium
+
+    class FireOnReset(gymnasium.Wrapper):
+        """Press FIRE after a reset and after each lost life: games such as Breakout wait for it,
+        and a policy that has not learnt to press it would otherwise stand still for the whole
+        episode. An episode ending on the FIRE step is reset again."""
+
+        def __init__(self, env):
+            super().__init__(env)
+            self.fire = env.unwrapped.get_action_meanings().index("FIRE")
+            self.lives = 0
+
+        def reset(self, **kwargs):
+            obs, info = self.env.reset(**kwargs)
+            obs, _, terminated, truncated, info = self.env.step(self.fire)
+            if terminated or truncated:
+                obs, info = self.env.reset()
+            self.lives = self.env.unwrapped.ale.lives()
+            return obs, info
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            lives = self.env.unwrapped.ale.lives()
+            if lives < self.lives and not (terminated or truncated):
+                obs, more, terminated, truncated, info = self.env.step(self.fire)
+                reward += more
+            self.lives = lives
+            return obs, reward, terminated, truncated, info
+
+    return FireOnReset

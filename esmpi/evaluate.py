@@ -1,14 +1,44 @@
-"""Running a trained policy from a checkpoint: `esmpi eval`."""
+"""Running a trained policy from a checkpoint: `esmpi eval`, with an optional video of the episodes
+(offscreen frames from `render_mode="rgb_array"`, written by imageio: MP4 through its ffmpeg plugin,
+GIF through Pillow) or a window (`render_mode="human"`).
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from esmpi import checkpoint, envs
-from esmpi.config import UsageError, from_toml
+from esmpi.config import Config, UsageError, from_toml
 from esmpi.obsnorm import ObsNorm
-from esmpi.policy import Actor, spec_for_spaces
-from esmpi.rollout import run_episode
+from esmpi.policy import actor_for, spec_for_spaces
+from esmpi.rollout import EpisodeRules, run_episode
+
+VIDEO_FORMATS = (".mp4", ".gif")
+
+
+@dataclass
+class Evaluation:
+    returns: np.ndarray  # one per episode
+    lengths: np.ndarray  # steps per episode
+    frames: int  # video frames written: one after each reset and each step; 0 without a video
+
+
+def trained_policy(state: checkpoint.Checkpoint, config: Config, best: bool):
+    """(theta, obs mean, obs std) of the checkpoint's policy, or of best/theta with the
+    normalisation it ran with; mean 0 and std 1 when the policy does not normalise."""
+    theta = state.best_theta if best else state.theta
+    n_in = state.policy.sizes[0]
+    if not (config.obs_norm and state.policy.obs_encoding == "box"):
+        return theta, np.zeros(n_in), np.ones(n_in)
+    mean, var = (
+        (state.best_obs_mean, state.best_obs_var) if best else (state.obs_mean, state.obs_var)
+    )
+    obs_norm = ObsNorm(state.obs_count, mean, var)
+    return theta, obs_norm.mean, obs_norm.std
 
 
 def evaluate(
@@ -18,27 +48,112 @@ def evaluate(
     env_id: str | None = None,
     best: bool = False,
     render: bool = False,
-) -> np.ndarray:
-    """Returns of `episodes` episodes of the checkpoint's policy (theta, or best/theta)."""
+    video: str | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Run `episodes` episodes of the checkpoint's policy (theta, or best/theta); with `video`
+    record them to that .mp4 or .gif file, with `render` show them in a window."""
+    if video and render:
+        raise UsageError("--video and --render exclude each other; give one of them.")
+    if video and os.path.splitext(video)[1].lower() not in VIDEO_FORMATS:
+        raise UsageError(f"{video}: the video file must end in {' or '.join(VIDEO_FORMATS)}.")
+    if render:
+        _check_display()
     state = checkpoint.load(path)
     config = from_toml(state.config_toml)
-    env = envs.make_env(env_id or config.env, config.env_kwargs, "human" if render else None)
-    if spec_for_spaces(env.observation_space, env.action_space, config) != state.policy:
+    render_mode = "human" if render else "rgb_array" if video else None
+    if video:
+        # Frames are drawn offscreen: keep pygame (Gymnasium's classic-control renderer) from
+        # probing for a display server, which prints errors on headless machines.
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    env = envs.make_env(env_id or config.env, envs.env_kwargs_for(config), render_mode)
+    stepped, time_limit = envs.for_rollouts(env, config)  # with the run's observation pipeline
+    if spec_for_spaces(stepped.observation_space, stepped.action_space, config) != state.policy:
         raise UsageError(
             f"{env_id or config.env} has other observation or action spaces than the policy in "
             f"{path} was trained on."
         )
-    actor = Actor(state.policy, config.obs_clip)
-    theta = state.best_theta if best else state.theta
-    obs_norm = ObsNorm(state.obs_count, state.obs_mean, state.obs_var)
-    if best:
-        obs_norm = ObsNorm(state.obs_count, state.best_obs_mean, state.best_obs_var)
-    if config.obs_norm and state.policy.obs_encoding == "box":
-        actor.set_normalisation(obs_norm.mean, obs_norm.std)
+    actor = actor_for(state.policy, config.obs_clip)
+    theta, obs_mean, obs_std = trained_policy(state, config, best)
+    actor.set_normalisation(obs_mean, obs_std)
     episode_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
     envs.first_reset(env, int(episode_seeds[0]))
-    stepped, time_limit = envs.unwrapped_for_rollouts(env)
     horizon = envs.horizon_for(time_limit, config.max_steps)
-    returns = [run_episode(stepped, actor, theta, s, horizon)[0] for s in episode_seeds]
-    env.close()
-    return np.array(returns)
+    writer = _video_writer(video, env.metadata.get("render_fps") or 30) if video else None
+    recorder = _Recorder(stepped, writer) if writer else None
+    results = []
+    try:
+        for episode_seed in _progress(episode_seeds, progress):
+            results.append(
+                run_episode(
+                    recorder or stepped,
+                    actor,
+                    theta,
+                    episode_seed,
+                    horizon,
+                    EpisodeRules.from_config(config),
+                )
+            )
+    finally:
+        if writer is not None:
+            writer.close()
+        env.close()
+    returns, lengths = (np.array(column) for column in zip(*results, strict=True))
+    return Evaluation(returns, lengths.astype(np.int64), recorder.frames if recorder else 0)
+
+
+def _progress(episode_seeds: np.ndarray, shown: bool):
+    """The episode seeds, behind a progress bar on stderr when `shown` and stderr is a terminal."""
+    if not shown:
+        return episode_seeds
+    from tqdm import tqdm
+
+    return tqdm(episode_seeds, desc="esmpi eval", unit="episode", disable=None, file=sys.stderr)
+
+
+def _check_display() -> None:
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise UsageError(
+            "--render needs a display and none is set (no DISPLAY); record a video with "
+            "--video out.mp4 instead, or run under `xvfb-run -a esmpi eval ...`."
+        )
+
+
+class _Recorder:
+    """The environment as run_episode steps it, writing a rendered frame after every reset and
+    every step, so that recording changes nothing about the episodes."""
+
+    def __init__(self, env, writer):
+        self.env, self.writer, self.frames = env, writer, 0
+
+    def __getattr__(self, name):  # action_space, unwrapped, ...: the environment's
+        return getattr(self.env, name)
+
+    def reset(self, **kwargs):
+        result = self.env.reset(**kwargs)
+        self._record()
+        return result
+
+    def step(self, action):
+        result = self.env.step(action)
+        self._record()
+        return result
+
+    def _record(self) -> None:
+        self.writer.append_data(np.asarray(self.env.render()))
+        self.frames += 1
+
+
+def _video_writer(path: str, fps: float):
+    """An imageio writer for `path`: MP4 (H.264 via the ffmpeg binary of imageio-ffmpeg) or GIF."""
+    import imageio.v2 as imageio
+
+    try:
+        if path.lower().endswith(".gif"):
+            return imageio.get_writer(path, mode="I", duration=1000.0 / fps, loop=0)
+        # macro_block_size 2: keep the frame size (H.264 needs even sides) instead of resizing.
+        return imageio.get_writer(path, fps=fps, macro_block_size=2, quality=7)
+    except OSError as error:
+        raise UsageError(f"Cannot write the video {path}: {error}.") from None

@@ -1,22 +1,24 @@
-"""Every numba kernel of esmpi: the MLP policy step and the sums over noise-table slices.
+"""Every numba kernel of esmpi: the MLP and CNN policy steps and the sums over noise-table slices.
 
 Kernels are small, typed and compiled once per machine (`cache=True`; set NUMBA_CACHE_DIR to put
-the cache on node-local storage). Each has a plain numpy twin in `tests/reference.py` that the
+the cache on node-local storage). Each has a plain numpy twin in `esmpi/reference.py` that the
 tests compare it with. No kernel uses fastmath: every rank must reach the same bits from the same
 inputs, so floating-point sums keep their written order.
 
 Parameter layout (shared with `policy.py`): layer by layer, the weight matrix W of shape
 (n_in, n_out) row-major, then the bias (n_out,) when the policy has biases. A layer computes
 y = x @ W + b, which the kernel evaluates as a sum of rows of W scaled by x[i], a loop the compiler
-vectorises without reordering any sum.
+vectorises without reordering any sum. The CNN's layout (convolutions first) is at cnn_step.
 """
 
 import numba
+import numba.core.cgutils
+import numba.extending
 import numpy as np
 
 # Hidden-layer activations and output mappings, as the integer codes the kernel switches on.
 ACT_TANH, ACT_RELU = 0, 1
-OUT_ARGMAX, OUT_CLIP, OUT_TANH = 0, 1, 2
+OUT_ARGMAX, OUT_CLIP, OUT_TANH, OUT_SIGMOID = 0, 1, 2, 3
 
 # Coefficients of the rational tanh approximation used by Eigen for float32 (a [13/6] minimax fit
 # on [-7.9, 7.9], where tanh rounds to +-1 in float32). Unlike a call to libm's tanh, it is plain
@@ -64,76 +66,238 @@ def fast_tanh(x):
     return x * p / q
 
 
+@numba.njit(inline="always")
+def _dense_layers(x, y, theta, position, sizes, bias, act):
+    """Run the dense layers `sizes` on x (theta read from `position`); return the buffer (x or y)
+    that holds the outputs. Hidden layers apply the ACT_* activation `act`, the last none."""
+    n_sizes = sizes.shape[0]
+    for layer in range(n_sizes - 1):
+        n_in = sizes[layer]
+        n_next = sizes[layer + 1]
+        if bias:
+            y[:n_next] = theta[position + n_in * n_next : position + n_in * n_next + n_next]
+        else:
+            y[:n_next] = 0.0
+        for i in range(n_in):
+            xi = x[i]
+            # A slice, not theta[row + o]: indices from range() carry no negative-index wraparound
+            # check, which would stop the loop from being vectorised.
+            weights_row = theta[position + i * n_next : position + (i + 1) * n_next]
+            for o in range(n_next):
+                y[o] += xi * weights_row[o]
+        position += n_in * n_next + (n_next if bias else 0)
+        if layer < n_sizes - 2:
+            _activate(y[:n_next], act)
+        x, y = y, x
+    return x
+
+
+@numba.njit(inline="always")
+def _activate(values, act):
+    if act == ACT_TANH:
+        for o in range(values.shape[0]):
+            values[o] = fast_tanh(values[o])
+    else:
+        for o in range(values.shape[0]):
+            values[o] = max(values[o], np.float32(0.0))
+
+
+@numba.njit(inline="always")
+def _map_outputs(out, codes, tail, n_out):
+    """The argmax index of `out`, or -1 after writing the action into `tail` = (low, high,
+    action), n_out each, one mapping code per dimension (see policy_step)."""
+    if codes[0] == OUT_ARGMAX:
+        return np.argmax(out[:n_out])
+    low = tail[:n_out]
+    high = tail[n_out : 2 * n_out]
+    action = tail[2 * n_out : 3 * n_out]
+    half, one = np.float32(0.5), np.float32(1.0)
+    for o in range(n_out):
+        code = codes[o]
+        if code == OUT_TANH:
+            action[o] = low[o] + (fast_tanh(out[o]) + one) * half * (high[o] - low[o])
+        elif code == OUT_SIGMOID:  # sigmoid(x) = (tanh(x / 2) + 1) / 2, vectorisable like tanh
+            action[o] = low[o] + (fast_tanh(out[o] * half) + one) * half * (high[o] - low[o])
+        else:
+            action[o] = min(max(out[o], low[o]), high[o])
+    return -1
+
+
+# Arguments are packed into five arrays: numba's dispatcher spends ~80 ns per argument on every
+# call, which at one call per environment step is worth saving. Rows of `obs_state` and the
+# `layout` and `scratch` fields are named below; policy.Actor builds them.
+OBS_MEAN, OBS_INV_STD, OBS_SUM, OBS_SUMSQ, OBS_CLIP = range(5)  # rows of obs_state
+# layout = (n_sizes, n_in, hidden..., n_out, bias, activation, output codes...): one OUT_ARGMAX
+# code, or one OUT_CLIP/OUT_TANH/OUT_SIGMOID code per action dimension.
+LAYOUT_HEADER, LAYOUT_FLAGS = 1, 2
+
 _POLICY_STEP_SIGNATURES = [
-    f"int64({obs}[:], float64[:, ::1], float64, float64[:, ::1], float32[::1], int64[::1], "
-    "boolean, int64, int64, float32[:, ::1], float32[:, ::1], float32[::1])"
+    f"int64({obs}[:], float64[:, ::1], float32[::1], int64[::1], float32[::1])"
     for obs in ("float32", "float64")
 ]
 
 
 @numba.njit(_POLICY_STEP_SIGNATURES, cache=True)
-def policy_step(
-    obs, norm, obs_clip, obs_stats, theta, sizes, bias, act, out_map, bounds, work, action
-):
+def policy_step(obs, obs_state, theta, layout, scratch):
     """One MLP policy step: normalise `obs`, run the layers, map the output to an action.
 
     obs        raw observation (n_in,)
-    norm       (2, n_in): mean to subtract and 1/std to multiply by; the result is clipped to
-               +-obs_clip
-    obs_stats  (2, n_in) float64, accumulates sum(obs - mean) and sum((obs - mean)**2) so that the
-               running normalisation can be updated after the generation
+    obs_state  (5, n_in) float64: the mean to subtract and 1/std to multiply by (frozen during a
+               generation); running sums of (obs - mean) and (obs - mean)**2 that the next
+               normalisation update needs (this call adds to them); the clip bound in [4, 0]
     theta      flat float32 parameters in the layout of the module docstring
-    sizes      layer widths (n_in, hidden..., n_out)
-    act        ACT_* code of the hidden activation
-    out_map    OUT_* code; OUT_ARGMAX returns the index of the largest output, the others write
-               `action` (clipped to, or tanh-rescaled into, bounds[0]..bounds[1]) and return -1
-    work       (2, max width) float32 scratch
+    layout     the number of layer widths, the widths (n_in, hidden..., n_out), then bias (0/1),
+               the ACT_* code of the hidden activation and the output codes (see LAYOUT_HEADER)
+    scratch    float32: two work rows of the widest layer's width, then the action bounds low
+               and high, then the action (n_out each)
+
+    OUT_ARGMAX returns the index of the largest output; otherwise each action dimension is
+    clipped to, tanh-rescaled into or sigmoid-rescaled into [low, high] by its own code, the
+    action is written at the end of scratch and -1 returned.
     """
-    x = work[0]
-    y = work[1]
+    n_sizes = layout[0]
+    sizes = layout[LAYOUT_HEADER : LAYOUT_HEADER + n_sizes]
+    bias = layout[LAYOUT_HEADER + n_sizes] != 0
+    act = layout[LAYOUT_HEADER + n_sizes + 1]
+    codes = layout[LAYOUT_HEADER + n_sizes + LAYOUT_FLAGS :]
+    n_out = sizes[n_sizes - 1]
+    width = (scratch.shape[0] - 3 * n_out) // 2
+    x = scratch[:width]
+    y = scratch[width : 2 * width]
+    obs_clip = obs_state[OBS_CLIP, 0]
     for i in range(sizes[0]):
-        centred = obs[i] - norm[0, i]
-        obs_stats[0, i] += centred
-        obs_stats[1, i] += centred * centred
-        x[i] = min(max(centred * norm[1, i], -obs_clip), obs_clip)
+        centred = obs[i] - obs_state[OBS_MEAN, i]
+        obs_state[OBS_SUM, i] += centred
+        obs_state[OBS_SUMSQ, i] += centred * centred
+        x[i] = min(max(centred * obs_state[OBS_INV_STD, i], -obs_clip), obs_clip)
+    out = _dense_layers(x, y, theta, 0, sizes, bias, act)
+    return _map_outputs(out, codes, scratch[2 * width :], n_out)
 
-    position = 0
-    n_layers = sizes.shape[0] - 1
-    for layer in range(n_layers):
-        n_in = sizes[layer]
-        n_out = sizes[layer + 1]
-        if bias:
-            y[:n_out] = theta[position + n_in * n_out : position + n_in * n_out + n_out]
-        else:
-            y[:n_out] = 0.0
-        for i in range(n_in):
-            xi = x[i]
-            # A slice, not theta[row + o]: indices from range() carry no negative-index wraparound
-            # check, which would stop the loop from being vectorised.
-            weights_row = theta[position + i * n_out : position + (i + 1) * n_out]
-            for o in range(n_out):
-                y[o] += xi * weights_row[o]
-        position += n_in * n_out + (n_out if bias else 0)
-        if layer < n_layers - 1:
-            if act == ACT_TANH:
-                for o in range(n_out):
-                    y[o] = fast_tanh(y[o])
+
+# The CNN policy for pixel observations (the published CarRacing baseline's network): conv 6@3x3
+# stride 1, max-pool 2, conv 8@5x5 stride 2, max-pool 2 (each pooled map through the hidden
+# activation), then dense layers to the actions. Pools drop an odd last row or column.
+CONV_LAYERS = ((6, 3, 1), (8, 5, 2))  # (output channels, kernel size, stride)
+POOL = 2
+# cnn layout = (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
+CNN_HEADER = 5
+
+_CNN_STEP_SIGNATURES = [
+    f"int64({obs}[:, :, :, ::1], float32[::1], int64[::1], float32[::1])"
+    for obs in ("uint8", "float32", "float64")
+]
+
+
+@numba.njit(inline="always")
+def _conv_pool(
+    source,
+    s_height,
+    s_width,
+    c_in,
+    theta,
+    position,
+    bias,
+    out_channels,
+    size,
+    stride,
+    conv,
+    pooled,
+    act,
+):
+    """Convolve `source` (s_height, s_width, c_in) channels-last with the HWIO weights at
+    theta[position:] (size, size, c_in, out_channels), then the bias; write the 2x2 max-pool of the
+    result through the activation into `pooled` (channels-last); return the next theta position
+    and the pooled height and width."""
+    height = (s_height - size) // stride + 1
+    width = (s_width - size) // stride + 1
+    n_weights = size * size * c_in * out_channels
+    weights = theta[position : position + n_weights]
+    for r in range(height):
+        for c in range(width):
+            acc = conv[(r * width + c) * out_channels : (r * width + c + 1) * out_channels]
+            if bias:
+                acc[:] = theta[position + n_weights : position + n_weights + out_channels]
             else:
-                for o in range(n_out):
-                    y[o] = max(y[o], np.float32(0.0))
-        x, y = y, x
+                acc[:] = 0.0
+            for dy in range(size):
+                row = (r * stride + dy) * s_width
+                for dx in range(size):
+                    pixel = source[
+                        (row + c * stride + dx) * c_in : (row + c * stride + dx + 1) * c_in
+                    ]
+                    for i in range(c_in):
+                        value = pixel[i]
+                        w = weights[((dy * size + dx) * c_in + i) * out_channels :]
+                        for o in range(out_channels):
+                            acc[o] += value * w[o]
+    p_height, p_width = height // POOL, width // POOL
+    for r in range(p_height):
+        for c in range(p_width):
+            for o in range(out_channels):
+                best = conv[((POOL * r) * width + POOL * c) * out_channels + o]
+                for dy in range(POOL):
+                    for dx in range(POOL):
+                        best = max(
+                            best, conv[((POOL * r + dy) * width + POOL * c + dx) * out_channels + o]
+                        )
+                pooled[(r * p_width + c) * out_channels + o] = best
+    _activate(pooled[: p_height * p_width * out_channels], act)
+    return position + n_weights + (out_channels if bias else 0), p_height, p_width
 
-    n_out = sizes[n_layers]
-    if out_map == OUT_ARGMAX:
-        return np.argmax(x[:n_out])
-    for o in range(n_out):
-        low = bounds[0, o]
-        high = bounds[1, o]
-        if out_map == OUT_TANH:
-            action[o] = low + (fast_tanh(x[o]) + np.float32(1.0)) * np.float32(0.5) * (high - low)
-        else:
-            action[o] = min(max(x[o], low), high)
-    return -1
+
+@numba.njit(_CNN_STEP_SIGNATURES, cache=True)
+def cnn_step(obs, theta, layout, scratch):
+    """One CNN policy step on a pixel observation; returns like policy_step.
+
+    obs      (stack, height, width, colours): stacked frames, each channels-last; channel
+             s * colours + k of the network's input is obs[s, :, :, k]
+    theta    conv1 HWIO weights (3, 3, stack * colours, 6) [bias 6], conv2 (5, 5, 6, 8) [bias 8],
+             then the dense layers as in policy_step (the first reads the pooled conv2 map
+             flattened as (row, column, channel))
+    layout   (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
+    scratch  float32: the input scale (1/255 to see pixels in [0, 1]), the scaled input, both
+             conv outputs and pooled maps, two dense work rows, then low, high and the action
+    """
+    stack, height, width, colours = layout[0], layout[1], layout[2], layout[3]
+    n_sizes = layout[4]
+    sizes = layout[CNN_HEADER : CNN_HEADER + n_sizes]
+    bias = layout[CNN_HEADER + n_sizes] != 0
+    act = layout[CNN_HEADER + n_sizes + 1]
+    codes = layout[CNN_HEADER + n_sizes + LAYOUT_FLAGS :]
+    c_in = stack * colours
+    n_out = sizes[n_sizes - 1]
+    scale = scratch[0]
+    position = 1
+    source = scratch[position : position + height * width * c_in]
+    position += height * width * c_in
+    for r in range(height):
+        for c in range(width):
+            for s in range(stack):
+                for k in range(colours):
+                    source[(r * width + c) * c_in + s * colours + k] = obs[s, r, c, k] * scale
+    n1, size1, stride1 = CONV_LAYERS[0]
+    h1, w1 = (height - size1) // stride1 + 1, (width - size1) // stride1 + 1
+    conv1 = scratch[position : position + h1 * w1 * n1]
+    position += h1 * w1 * n1
+    pool1 = scratch[position : position + (h1 // POOL) * (w1 // POOL) * n1]
+    position += (h1 // POOL) * (w1 // POOL) * n1
+    n2, size2, stride2 = CONV_LAYERS[1]
+    p1h, p1w = h1 // POOL, w1 // POOL
+    h2, w2 = (p1h - size2) // stride2 + 1, (p1w - size2) // stride2 + 1
+    conv2 = scratch[position : position + h2 * w2 * n2]
+    position += h2 * w2 * n2
+    dense_width = 0
+    for i in range(n_sizes):
+        dense_width = max(dense_width, sizes[i])
+    x = scratch[position : position + dense_width]
+    y = scratch[position + dense_width : position + 2 * dense_width]
+    tail = scratch[position + 2 * dense_width :]
+    at, p1h, p1w = _conv_pool(
+        source, height, width, c_in, theta, 0, bias, n1, size1, stride1, conv1, pool1, act
+    )
+    at, _, _ = _conv_pool(pool1, p1h, p1w, n1, theta, at, bias, n2, size2, stride2, conv2, x, act)
+    out = _dense_layers(x, y, theta, at, sizes, bias, act)
+    return _map_outputs(out, codes, tail, n_out)
 
 
 @numba.njit("void(float32[::1], int64[::1], float64[::1], float64[::1])", cache=True)
@@ -163,3 +327,27 @@ def perturbed_mean_squares(theta, table, offsets, sigma, out):
             minus += (t - e) * (t - e)
         out[k, 0] = plus / dim
         out[k, 1] = minus / dim
+
+
+@numba.extending.intrinsic
+def _atomic_add(typing_context, array, value):
+    """array[0] += value as one atomic instruction (lock xadd); returns the value before."""
+    signature = numba.types.int64(array, numba.types.int64)
+
+    def codegen(context, builder, sig, args):
+        array_value, increment = args
+        array_struct = context.make_array(sig.args[0])(context, builder, array_value)
+        zero = context.get_constant(numba.types.intp, 0)
+        pointer = numba.core.cgutils.get_item_pointer(
+            context, builder, sig.args[0], array_struct, [zero]
+        )
+        return builder.atomic_rmw("add", pointer, increment, "seq_cst")
+
+    return signature, codegen
+
+
+@numba.njit("int64(int64[::1])", cache=True)
+def fetch_and_increment(counter):
+    """Atomically add 1 to counter[0] and return its old value: safe between processes that share
+    the memory (the node-shared task counter), with no MPI call and no waiting on another rank."""
+    return _atomic_add(counter, 1)

@@ -2,16 +2,20 @@
 
 Kept thin: how work is split, the few collectives a generation needs (buffer-based, on contiguous
 numpy arrays), one node-shared copy of the noise table (MPI-3 shared memory), agreement on
-errors so that a mistake seen by one rank stops every rank cleanly, and an abort on any uncaught
-exception so that no rank is left waiting in a collective. `comm` is always passed in.
+errors so that a mistake seen by one rank stops every rank cleanly, agreement on stopping early
+after SIGUSR1/SIGTERM, and an abort on any uncaught exception so that no rank is left waiting in
+a collective. `comm` is always passed in.
 """
 
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
 import shutil
+import signal
 import sys
+import time
 import traceback
 import zlib
 
@@ -53,13 +57,22 @@ def relaunch(command: list[str]) -> None:
     os.execv(command[0], command)
 
 
+_ABORT_GRACE_S = 1.0
+
+
 def abort_on_uncaught_exception(comm) -> None:
-    """Make an uncaught exception on any rank print once and abort every rank (no deadlock)."""
+    """Make an uncaught exception on any rank print once and abort every rank (no deadlock).
+    A crash inside compiled code (numba, a simulator) prints the Python stack of the crashing rank;
+    the launcher then ends the others (`mpiexec` always, `srun` with --kill-on-bad-exit)."""
+    faulthandler.enable()
 
     def hook(kind, value, trace):
         text = "".join(traceback.format_exception(kind, value, trace))
         sys.stderr.write(f"esmpi: rank {comm.Get_rank()} of {comm.Get_size()} failed:\n{text}")
         sys.stderr.flush()
+        # MPI_Abort kills every process at once; the launcher forwards what a rank printed from a
+        # pipe, and without this pause it sometimes kills the job before the message is through.
+        time.sleep(_ABORT_GRACE_S)
         comm.Abort(1)
 
     sys.excepthook = hook
@@ -96,9 +109,62 @@ def everywhere(comm, action):
     return result
 
 
-def assigned_tasks(n_tasks: int, rank: int, size: int) -> range:
-    """The task indices rank `rank` of `size` runs: round robin, so long and short tasks mix."""
-    return range(rank, n_tasks, size)
+class TaskCounter:
+    """Hands out task indices to whichever rank asks first: dynamic load balancing.
+
+    Episodes differ in length (a Hopper that falls ends early), so a fixed share per rank would
+    leave ranks idle; with the counter a rank that finishes early takes the next task. Which rank
+    runs a task never changes its result.
+
+    Each node holds one int64 counter in MPI-3 shared memory, and its ranks take tasks with an
+    atomic CPU increment (kernels.fetch_and_increment). Not MPI_Fetch_and_op: with MPICH that
+    waits until the target rank next enters MPI, i.e. until it finishes its current episode. The
+    tasks of a round are split between nodes in proportion to their ranks, and handed out
+    dynamically within each node.
+
+    The counter is never reset: in each round every rank of the node draws until it gets a number
+    past the node's tasks, so a round consumes exactly its tasks plus the node's ranks, and the
+    next round starts after that. The collective that sums the results between rounds ensures no
+    rank still draws from the previous one.
+    """
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.node_size = node.Get_size()
+        # Ranks on nodes before this one (nodes ordered by their lowest world rank).
+        first_ranks = comm.allgather(node.allreduce(comm.Get_rank(), op=MPI.MIN))
+        mine = first_ranks[comm.Get_rank()]
+        self.ranks_before = sum(1 for first in first_ranks if first < mine)
+        self.world_size = comm.Get_size()
+        itemsize = np.dtype(np.int64).itemsize
+        window = MPI.Win.Allocate_shared(
+            itemsize if node.Get_rank() == 0 else 0, itemsize, comm=node
+        )
+        buffer, _ = window.Shared_query(0)
+        self.counter = np.ndarray(buffer=buffer, dtype=np.int64, shape=(1,))
+        if node.Get_rank() == 0:
+            self.counter[0] = 0
+        node.Barrier()
+        self.round_start = 0
+        _free_at_exit(window, node)
+
+    def node_share(self, n_tasks: int) -> range:
+        """The tasks of a round that this node's ranks share."""
+        start = n_tasks * self.ranks_before // self.world_size
+        end = n_tasks * (self.ranks_before + self.node_size) // self.world_size
+        return range(start, end)
+
+    def tasks(self, n_tasks: int):
+        """Yield this rank's share of task indices 0..n_tasks-1 for one round."""
+        from esmpi.kernels import fetch_and_increment
+
+        share = self.node_share(n_tasks)
+        end = self.round_start + len(share)
+        while (drawn := fetch_and_increment(self.counter)) < end:
+            yield share[drawn - self.round_start]
+        self.round_start = end + self.node_size
 
 
 def sum_records(comm, records: np.ndarray) -> None:
@@ -134,15 +200,51 @@ def shared_noise_table(comm, table_size: int, seed: int) -> np.ndarray:
     blocks = range(node.Get_rank(), noise.block_count(table_size), node.Get_size())
     noise.fill_blocks(table, seed, blocks)
     node.Barrier()
-    # The window must be freed before MPI finalises (mpi4py's own atexit hook, registered first,
-    # runs after this one).
-    atexit.register(_free_window, window, node)
+    _free_at_exit(window, node)
     return table
 
 
-def _free_window(window, node) -> None:
+def _free_at_exit(*handles) -> None:
+    """Free MPI windows and communicators before MPI finalises (mpi4py's own atexit hook,
+    registered first, runs after this one)."""
+
+    def free():
+        from mpi4py import MPI
+
+        if not MPI.Is_finalized():
+            for handle in handles:
+                handle.Free()
+
+    atexit.register(free)
+
+
+# Asking a run to stop early: the batch shell forwards Slurm's warning signal (`--signal`) as
+# SIGUSR1, and Slurm sends SIGTERM at preemption and at the time limit.
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopSignals:
+    """Catches SIGUSR1 and SIGTERM instead of dying of them, and remembers the last one, until
+    `restore()` puts the previous handlers back. Only sets a number: the generation loop asks
+    `stop_agreed` at its next boundary, so a signal never interrupts a collective."""
+
+    def __init__(self):
+        self.received = 0
+        self._previous = {number: signal.signal(number, self._note) for number in STOP_SIGNALS}
+
+    def _note(self, number, frame) -> None:
+        self.received = number
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def stop_agreed(comm, received: int) -> int:
+    """The stop signal any rank received (0: none), the same on every rank. One tiny Allreduce,
+    called by every rank at the same generation boundary, so all ranks stop at the same one."""
     from mpi4py import MPI
 
-    if not MPI.Is_finalized():
-        window.Free()
-        node.Free()
+    flag = np.array([received], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
+    return int(flag[0])

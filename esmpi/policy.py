@@ -1,8 +1,13 @@
-"""The MLP policy: parameter layout, initialisation, observation encoding and action mapping.
+"""The policies (an MLP, and a CNN for pixel observations): parameter layout, initialisation,
+observation encoding and action mapping.
 
 A policy is a flat float32 vector `theta` plus a `PolicySpec` that says how to read it (see the
-layout in `kernels.py`). `Actor` owns the per-rank scratch buffers and turns one raw observation
-into one action with a single call of `kernels.policy_step`.
+layouts in `kernels.py`). `Actor` (MLP) and `CnnActor` own the per-rank scratch buffers and turn
+one raw observation into one action with a single call of `kernels.policy_step` or
+`kernels.cnn_step`; `actor_for` picks the one a spec needs.
+
+Box actions are mapped per dimension: 'clip' to the bounds, 'tanh' or 'sigmoid' rescaled into
+them (`--action-map tanh,sigmoid,sigmoid` gives each dimension its own; one name maps all).
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from esmpi import kernels
 from esmpi.config import Config, UsageError
 
 _ACTIVATIONS = {"tanh": kernels.ACT_TANH, "relu": kernels.ACT_RELU}
-_OUTPUT_MAPS = {"argmax": kernels.OUT_ARGMAX, "clip": kernels.OUT_CLIP, "tanh": kernels.OUT_TANH}
+_OUTPUT_MAPS = {
+    "argmax": kernels.OUT_ARGMAX,
+    "clip": kernels.OUT_CLIP,
+    "tanh": kernels.OUT_TANH,
+    "sigmoid": kernels.OUT_SIGMOID,
+}
 
 
 @dataclass(frozen=True)
@@ -25,27 +35,101 @@ class PolicySpec:
     sizes: tuple[int, ...]  # (n_in, hidden..., n_out)
     activation: str  # hidden activation, a key of _ACTIVATIONS
     bias: bool
-    output: str  # 'argmax' (Discrete actions), 'clip' or 'tanh' (Box actions)
-    obs_encoding: str  # 'box' (flattened values) or 'onehot' (Discrete observations)
+    # 'argmax' (Discrete actions); for Box actions 'clip', 'tanh' or 'sigmoid', or one of those
+    # per action dimension separated by commas ('tanh,sigmoid,sigmoid')
+    output: str
+    obs_encoding: str  # 'box' (flattened values), 'onehot' (Discrete), 'pixels' (CNN input)
     action_low: tuple[float, ...] = ()  # Box bounds, one per output; empty for argmax
     action_high: tuple[float, ...] = ()
     action_shape: tuple[int, ...] = ()  # the Box action's own shape; the policy outputs it flat
     action_start: int = 0  # Discrete(n, start): the first action's value
+    kind: str = "mlp"  # 'mlp', or 'cnn': convolutions (kernels.CONV_LAYERS) before the layers
+    # cnn: the observation as (stack, height, width, colours); sizes[0] is the pooled conv output
+    obs_shape: tuple[int, ...] = ()
+    obs_scale: float = 1.0  # cnn: the input is multiplied by this (1/255: pixels in [0, 1])
 
     @property
     def layer_shapes(self) -> list[tuple[int, int]]:
+        """(n_in, n_out) of the dense layers."""
         return list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
 
     @property
+    def conv_shapes(self) -> list[tuple[int, int, int]]:
+        """(kernel size, in channels, out channels) of the convolutions; empty for an MLP."""
+        if self.kind != "cnn":
+            return []
+        c_in = self.obs_shape[0] * self.obs_shape[3]
+        shapes = []
+        for out_channels, size, _ in kernels.CONV_LAYERS:
+            shapes.append((size, c_in, out_channels))
+            c_in = out_channels
+        return shapes
+
+    @property
+    def output_codes(self) -> list[int]:
+        """The kernels' OUT_* code of each action dimension (one OUT_ARGMAX for Discrete)."""
+        names = self.output.split(",")
+        if len(names) == 1:
+            names = names * (1 if self.output == "argmax" else self.sizes[-1])
+        return [_OUTPUT_MAPS[name] for name in names]
+
+    @property
     def n_params(self) -> int:
-        return sum(n_in * n_out + (n_out if self.bias else 0) for n_in, n_out in self.layer_shapes)
+        extra = self.bias
+        convs = sum(
+            s * s * c_in * c_out + (c_out if extra else 0) for s, c_in, c_out in self.conv_shapes
+        )
+        dense = sum(n_in * n_out + (n_out if extra else 0) for n_in, n_out in self.layer_shapes)
+        return convs + dense
+
+
+def cnn_features(obs_shape: tuple[int, ...]) -> int:
+    """Inputs of the first dense layer of the CNN for (stack, height, width, colours) frames, or
+    UsageError when the frames are too small for the convolutions and pools."""
+    height, width = obs_shape[1], obs_shape[2]
+    channels = obs_shape[0] * obs_shape[3]
+    for out_channels, size, stride in kernels.CONV_LAYERS:
+        height = ((height - size) // stride + 1) // kernels.POOL
+        width = ((width - size) // stride + 1) // kernels.POOL
+        channels = out_channels
+        if height < 1 or width < 1:
+            raise UsageError(
+                f"Observations of {obs_shape[1]}x{obs_shape[2]} pixels are too small for the CNN "
+                "policy (16x16 at least); use --resize or --policy mlp."
+            )
+    return height * width * channels
+
+
+def _frames_shape(shape: tuple[int, ...], frame_stack: int) -> tuple[int, int, int, int]:
+    """(stack, height, width, colours) view of a pixel observation: (H, W), (H, W, C), stacked
+    (k, H, W) when frame_stack > 1, or (k, H, W, C)."""
+    if len(shape) == 2:
+        return (1, *shape, 1)
+    if len(shape) == 3:
+        return (*shape, 1) if frame_stack > 1 else (1, *shape)
+    if len(shape) == 4:
+        return tuple(shape)
+    raise UsageError(
+        f"The CNN policy reads images (height, width[, colours]), possibly stacked; observations "
+        f"of shape {shape} are not; use --policy mlp."
+    )
 
 
 def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySpec:
     """The PolicySpec for an environment's spaces, or UsageError if they are unsupported."""
     from gymnasium import spaces
 
-    if isinstance(observation_space, spaces.Discrete):
+    pixels = {}
+    if config.policy == "cnn":
+        if not isinstance(observation_space, spaces.Box):
+            raise UsageError(
+                f"--policy cnn reads image observations, not {observation_space}; use --policy mlp."
+            )
+        obs_shape = _frames_shape(tuple(observation_space.shape), config.frame_stack)
+        n_in, obs_encoding = cnn_features(obs_shape), "pixels"
+        scale = 1.0 / 255.0 if config.scale_obs else 1.0
+        pixels = dict(kind="cnn", obs_shape=obs_shape, obs_scale=scale)
+    elif isinstance(observation_space, spaces.Discrete):
         n_in, obs_encoding = int(observation_space.n), "onehot"
     elif isinstance(observation_space, spaces.Box):
         n_in, obs_encoding = int(np.prod(observation_space.shape)), "box"
@@ -54,7 +138,9 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
             f"Observation space {observation_space} is not supported: esmpi policies read Box "
             "and Discrete observations (flatten others with a Gymnasium wrapper)."
         )
-    common = dict(activation=config.activation, bias=config.bias, obs_encoding=obs_encoding)
+    common = dict(
+        activation=config.activation, bias=config.bias, obs_encoding=obs_encoding, **pixels
+    )
     hidden = tuple(config.hidden)
     if isinstance(action_space, spaces.Discrete):
         return PolicySpec(
@@ -66,11 +152,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     if isinstance(action_space, spaces.Box):
         low = action_space.low.astype(np.float64).ravel()
         high = action_space.high.astype(np.float64).ravel()
-        if config.action_map == "tanh" and not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise UsageError(
-                f"--action-map tanh needs finite action bounds, but {action_space} has infinite "
-                "ones; use --action-map clip."
-            )
+        _check_action_map(config.action_map, action_space, low, high)
         return PolicySpec(
             sizes=(n_in, *hidden, low.size),
             output=config.action_map,
@@ -85,11 +167,32 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     )
 
 
+def _check_action_map(action_map: str, action_space, low: np.ndarray, high: np.ndarray) -> None:
+    names = action_map.split(",")
+    if len(names) > 1 and len(names) != low.size:
+        raise UsageError(
+            f"--action-map {action_map} names {len(names)} mappings but {action_space} has "
+            f"{low.size} dimensions; give one mapping, or one per dimension."
+        )
+    rescaled = np.array([name != "clip" for name in names]) & np.ones(low.size, dtype=bool)
+    if not (np.isfinite(low[rescaled]).all() and np.isfinite(high[rescaled]).all()):
+        raise UsageError(
+            f"--action-map {action_map} needs finite action bounds where it rescales, but "
+            f"{action_space} has infinite ones there; use --action-map clip."
+        )
+
+
 def initial_theta(spec: PolicySpec, seed: int) -> np.ndarray:
     """Parameters drawn like the Salimans et al. starter code: each weight column scaled to unit
     norm (0.01 for the output layer, so that the first actions are near the middle), zero biases."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1217]))
     parts = []
+    for size, c_in, c_out in spec.conv_shapes:  # HWIO, each output channel's filter unit norm
+        weights = rng.standard_normal((size * size * c_in, c_out))
+        weights /= np.sqrt(np.square(weights).sum(axis=0, keepdims=True))
+        parts.append(weights.ravel())
+        if spec.bias:
+            parts.append(np.zeros(c_out))
     for layer, (n_in, n_out) in enumerate(spec.layer_shapes):
         weights = rng.standard_normal((n_in, n_out))
         scale = 0.01 if layer == len(spec.layer_shapes) - 1 else 1.0
@@ -100,9 +203,27 @@ def initial_theta(spec: PolicySpec, seed: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def layer_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(W, b) views into theta per layer; b is None without biases."""
+def conv_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(W (size, size, c_in, c_out), b) views into theta per convolution; b is None without
+    biases. Empty for an MLP."""
     views, position = [], 0
+    for size, c_in, c_out in spec.conv_shapes:
+        n_weights = size * size * c_in * c_out
+        weights = theta[position : position + n_weights].reshape(size, size, c_in, c_out)
+        position += n_weights
+        bias = None
+        if spec.bias:
+            bias = theta[position : position + c_out]
+            position += c_out
+        views.append((weights, bias))
+    return views
+
+
+def layer_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(W, b) views into theta per dense layer (after the convolutions of a CNN); b is None
+    without biases."""
+    views = []
+    position = sum(w.size + (0 if b is None else b.size) for w, b in conv_views(spec, theta))
     for n_in, n_out in spec.layer_shapes:
         weights = theta[position : position + n_in * n_out].reshape(n_in, n_out)
         position += n_in * n_out
@@ -117,55 +238,107 @@ def layer_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, n
 class Actor:
     """Turns raw observations into actions for one policy spec; one per rank, reused.
 
-    `norm` (mean, 1/std) is frozen during a generation; `obs_stats` accumulates the centred sums
-    that the next normalisation update needs.
+    The normalisation (mean, 1/std) is frozen during a generation; `obs_sums` accumulates the
+    centred sums and squares that the next normalisation update needs (see kernels.policy_step
+    for the packed arrays).
     """
 
     def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
         self.spec = spec
         n_in, n_out = spec.sizes[0], spec.sizes[-1]
-        self.sizes = np.array(spec.sizes, dtype=np.int64)
-        self.activation = _ACTIVATIONS[spec.activation]
-        self.output = _OUTPUT_MAPS[spec.output]
-        self.obs_clip = float(obs_clip)
-        self.norm = np.zeros((2, n_in))
-        self.norm[1] = 1.0
-        self.obs_stats = np.zeros((2, n_in))
-        self.work = np.zeros((2, max(spec.sizes)), dtype=np.float32)
-        self.action = np.zeros(n_out, dtype=np.float32)
-        self.bounds = np.zeros((2, n_out), dtype=np.float32)
+        self.obs_state = np.zeros((5, n_in))
+        self.obs_state[kernels.OBS_INV_STD] = 1.0
+        self.obs_state[kernels.OBS_CLIP] = obs_clip
+        flags = (int(spec.bias), _ACTIVATIONS[spec.activation], *spec.output_codes)
+        self.layout = np.array([len(spec.sizes), *spec.sizes, *flags], dtype=np.int64)
+        width = max(spec.sizes)
+        self.scratch = np.zeros(2 * width + 3 * n_out, dtype=np.float32)
         if spec.output != "argmax":
-            self.bounds[0] = np.maximum(spec.action_low, np.finfo(np.float32).min)
-            self.bounds[1] = np.minimum(spec.action_high, np.finfo(np.float32).max)
+            bounds = self.scratch[2 * width : 2 * width + 2 * n_out].reshape(2, n_out)
+            bounds[0] = np.maximum(spec.action_low, np.finfo(np.float32).min)
+            bounds[1] = np.minimum(spec.action_high, np.finfo(np.float32).max)
+        action = self.scratch[2 * width + 2 * n_out :]
+        self.action = action.reshape(spec.action_shape) if spec.action_shape else action
         self.onehot = np.zeros(n_in, dtype=np.float32) if spec.obs_encoding == "onehot" else None
-        self.action_view = self.action.reshape(spec.action_shape) if spec.action_shape else None
+
+    @property
+    def obs_sums(self) -> np.ndarray:
+        """(2, n_in) view: sums of (obs - mean) and (obs - mean)**2 since the last reset."""
+        return self.obs_state[kernels.OBS_SUM : kernels.OBS_SUMSQ + 1]
+
+    @property
+    def norm(self) -> np.ndarray:
+        """(2, n_in) view: the mean subtracted and the 1/std multiplied by."""
+        return self.obs_state[kernels.OBS_MEAN : kernels.OBS_INV_STD + 1]
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.norm[0] = mean
-        self.norm[1] = 1.0 / std
+        self.obs_state[kernels.OBS_MEAN] = mean
+        self.obs_state[kernels.OBS_INV_STD] = 1.0 / std
 
     def act(self, obs, theta: np.ndarray):
+        """The action for raw observation `obs` under parameters `theta`."""
         if self.onehot is not None:
             self.onehot[:] = 0.0
             self.onehot[int(obs)] = 1.0
             obs = self.onehot
-        elif obs.ndim != 1 or obs.dtype.kind != "f" or obs.dtype.itemsize < 4:
+        try:
+            index = kernels.policy_step(obs, self.obs_state, theta, self.layout, self.scratch)
+        except TypeError:  # not a flat float32/float64 array: convert once, only when needed
             obs = np.asarray(obs, dtype=np.float32).reshape(-1)
-        index = kernels.policy_step(
-            obs,
-            self.norm,
-            self.obs_clip,
-            self.obs_stats,
-            theta,
-            self.sizes,
-            self.spec.bias,
-            self.activation,
-            self.output,
-            self.bounds,
-            self.work,
-            self.action,
-        )
+            index = kernels.policy_step(obs, self.obs_state, theta, self.layout, self.scratch)
         if index >= 0:
             return index + self.spec.action_start
         # A copy: an environment may keep the action it was given, and the buffer is reused.
-        return self.action_view.copy()
+        return self.action.copy()
+
+
+class CnnActor:
+    """The Actor of a CNN policy: pixel observations (uint8 or float), no normalisation (the
+    input is scaled by spec.obs_scale instead); one call of kernels.cnn_step per step."""
+
+    def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
+        self.spec = spec
+        _, height, width, _ = spec.obs_shape
+        n_out = spec.sizes[-1]
+        self.obs_sums = np.zeros((2, 0))  # nothing to normalise; kept for the common interface
+        flags = (int(spec.bias), _ACTIVATIONS[spec.activation], *spec.output_codes)
+        self.layout = np.array(
+            [*spec.obs_shape, len(spec.sizes), *spec.sizes, *flags], dtype=np.int64
+        )
+        maps = 0  # the convolutions' outputs and the first pooled map (the last is dense input)
+        for layer, (out_channels, size, stride) in enumerate(kernels.CONV_LAYERS):
+            height, width = (height - size) // stride + 1, (width - size) // stride + 1
+            maps += height * width * out_channels
+            height, width = height // kernels.POOL, width // kernels.POOL
+            if layer < len(kernels.CONV_LAYERS) - 1:
+                maps += height * width * out_channels
+        dense = 2 * max(spec.sizes)
+        n_inputs = int(np.prod(spec.obs_shape))
+        self.scratch = np.zeros(1 + n_inputs + maps + dense + 3 * n_out, dtype=np.float32)
+        self.scratch[0] = spec.obs_scale
+        tail = self.scratch[len(self.scratch) - 3 * n_out :]
+        if spec.output != "argmax":
+            tail[:n_out] = np.maximum(spec.action_low, np.finfo(np.float32).min)
+            tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
+        action = tail[2 * n_out :]
+        self.action = action.reshape(spec.action_shape) if spec.action_shape else action
+
+    def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Pixel inputs are scaled, not normalised: nothing to set."""
+
+    def act(self, obs, theta: np.ndarray):
+        """The action for observation `obs` (any of the shapes of _frames_shape)."""
+        frames = np.asarray(obs).reshape(self.spec.obs_shape)
+        try:
+            index = kernels.cnn_step(frames, theta, self.layout, self.scratch)
+        except TypeError:  # another dtype, or not contiguous: convert
+            frames = np.ascontiguousarray(frames, dtype=np.float32)
+            index = kernels.cnn_step(frames, theta, self.layout, self.scratch)
+        if index >= 0:
+            return index + self.spec.action_start
+        return self.action.copy()
+
+
+def actor_for(spec: PolicySpec, obs_clip: float = 5.0):
+    """The actor that runs `spec`: Actor for an MLP, CnnActor for a CNN."""
+    return CnnActor(spec, obs_clip) if spec.kind == "cnn" else Actor(spec, obs_clip)

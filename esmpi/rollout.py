@@ -1,18 +1,60 @@
-"""One episode of one parameter vector; nothing else."""
+"""One episode of one parameter vector; nothing else.
+
+Episode rules (burn-in, early stop, the fitness term) come from the config's options of the same
+names (presets set them for CarRacing and the PyBullet Ant). An episode without rules runs the
+plain loop, with no per-step work beyond acting and stepping; the loop is chosen once per episode.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from esmpi.policy import Actor
+from esmpi.config import UsageError
+
+# pybullet_envs_gymnasium's locomotion envs keep this step's reward terms in env.unwrapped.rewards:
+# [alive, progress, electricity cost, joints-at-limit cost, feet collision cost].
+PROGRESS_TERM = 1
 
 
-def run_episode(env, actor: Actor, theta: np.ndarray, seed: int, horizon: int) -> tuple[float, int]:
+@dataclass(frozen=True)
+class EpisodeRules:
+    """burn_in zero-action steps first (rewards not counted); stop after more than early_stop
+    consecutive negative scores once more than early_stop_after steps are done (0: never); go on
+    after the environment's `terminated` when ignore_terminated; score each step by its reward
+    ('return') or by the PyBullet progress term ('progress')."""
+
+    burn_in: int = 0
+    early_stop: int = 0
+    early_stop_after: int = 0
+    fitness: str = "return"
+    ignore_terminated: bool = False
+
+    @classmethod
+    def from_config(cls, config) -> EpisodeRules:
+        return cls(
+            config.burn_in,
+            config.early_stop,
+            config.early_stop_after,
+            config.fitness,
+            config.ignore_terminated,
+        )
+
+
+NO_RULES = EpisodeRules()
+
+
+def run_episode(
+    env, actor, theta: np.ndarray, seed: int, horizon: int, rules: EpisodeRules = NO_RULES
+) -> tuple[float, int]:
     """Reset `env` with `seed`, act with `theta` until the episode ends or `horizon` steps pass.
 
-    Returns (total reward, steps taken). The actor's observation sums grow by this episode's
-    observations as a side effect.
+    Returns (total score, steps taken, burn-in included). The actor's observation sums grow by
+    this episode's observations as a side effect.
     """
+    if rules != NO_RULES:
+        return _ruled_episode(env, actor, theta, seed, horizon, rules)
     obs, _ = env.reset(seed=int(seed))
     total = 0.0
     act, step = actor.act, env.step
@@ -22,3 +64,53 @@ def run_episode(env, actor: Actor, theta: np.ndarray, seed: int, horizon: int) -
         if terminated or truncated:
             return total, steps
     return total, horizon
+
+
+def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tuple[float, int]:
+    obs, _ = env.reset(seed=int(seed))
+    act, step = actor.act, env.step
+    idle = _zero_action(env.action_space)
+    endless = rules.ignore_terminated
+    for steps in range(1, min(rules.burn_in, horizon) + 1):
+        obs, _, terminated, truncated, _ = step(idle)
+        if (terminated and not endless) or truncated:
+            return 0.0, steps
+    terms = _progress_terms(env) if rules.fitness == "progress" else None
+    total, negative_run = 0.0, 0
+    patience, after = rules.early_stop or horizon + 1, rules.early_stop_after
+    for steps in range(rules.burn_in + 1, horizon + 1):
+        obs, reward, terminated, truncated, _ = step(act(obs, theta))
+        score = float(reward if terms is None else terms.rewards[PROGRESS_TERM])
+        total += score
+        negative_run = negative_run + 1 if score < 0 else 0
+        ended = (terminated and not endless) or truncated
+        if ended or (negative_run > patience and steps > after):
+            return total, steps
+    return total, horizon
+
+
+def check_rules(env, rules: EpisodeRules) -> None:
+    """UsageError, before any episode, if `env` cannot follow `rules`."""
+    if rules.fitness == "progress":
+        _progress_terms(env)
+
+
+def _zero_action(action_space):
+    """All-zero Box action (no torque), or the first Discrete action (NOOP in Atari)."""
+    from gymnasium import spaces
+
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.start)
+    return np.zeros(action_space.shape, dtype=action_space.dtype)
+
+
+def _progress_terms(env):
+    """The object whose `rewards` list holds this step's reward terms (read after each step)."""
+    base = env.unwrapped
+    if not hasattr(base, "electricity_cost"):
+        raise UsageError(
+            f"--fitness progress needs a PyBullet locomotion environment (such as "
+            f"AntBulletEnv-v0), whose reward terms include the progress; {base} has none. Use "
+            "--fitness return."
+        )
+    return base

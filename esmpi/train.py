@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass
 
@@ -18,10 +19,20 @@ import numpy as np
 from esmpi import checkpoint, envs, es, noise, parallel
 from esmpi.config import Config, UsageError, from_toml, to_toml
 from esmpi.obsnorm import ObsNorm
-from esmpi.policy import Actor, PolicySpec, initial_theta, spec_for_spaces
-from esmpi.rollout import run_episode
+from esmpi.policy import Actor, PolicySpec, actor_for, initial_theta, spec_for_spaces
+from esmpi.rollout import EpisodeRules, check_rules, run_episode
 
-# Columns of the per-generation task table; observation sums follow when normalising.
+# Exit code of a run stopped early by SIGUSR1/SIGTERM after writing its checkpoint: sysexits.h's
+# EX_TEMPFAIL, "try again later". The job scripts requeue on it; `--resume auto` continues the run.
+EXIT_STOPPED = 75
+
+
+class StoppedEarly(Exception):
+    """A stop signal ended the run at a generation boundary; the checkpoint holds that one."""
+
+
+# Columns of the per-generation task table; observation sums follow when normalising. After the
+# task rows come one row per rank with the seconds it spent on its tasks (column 0).
 RETURN_POS, RETURN_NEG, LENGTH_POS, LENGTH_NEG, OFFSET = range(5)
 FIXED_COLUMNS = 5
 
@@ -127,45 +138,54 @@ def normalising(spec: PolicySpec, config: Config) -> bool:
     return config.obs_norm and spec.obs_encoding == "box"
 
 
-def run_generation(run: Run, env, actor: Actor, table, horizon: int, comm) -> np.ndarray:
-    """Run this rank's tasks of generation `run.generation`; return the summed task table."""
+def run_generation(
+    run: Run, env, actor: Actor, table, horizon: int, comm, counter: parallel.TaskCounter
+) -> np.ndarray:
+    """Run the tasks `counter` gives this rank in generation `run.generation`; return the task
+    table summed over ranks."""
     config, spec, search = run.config, run.spec, run.search
     pairs, n_params = config.pairs, spec.n_params
     offsets = noise.noise_offsets(config.seed, run.generation, pairs, n_params, table.size)
     seeds = noise.episode_seeds(config.seed, run.generation, pairs + 1)
     n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    table_rows = np.zeros((pairs + 1, FIXED_COLUMNS + n_obs_columns))
+    table_rows = np.zeros((pairs + 1 + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
     if n_obs_columns:
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
     member = np.empty(n_params, dtype=np.float32)
-    for task in parallel.assigned_tasks(pairs + 1, comm.Get_rank(), comm.Get_size()):
+    rules = EpisodeRules.from_config(config)
+    started = time.perf_counter()
+    for task in counter.tasks(pairs + 1):
         row = table_rows[task]
-        actor.obs_stats[:] = 0.0
+        actor.obs_sums[:] = 0.0
         if task == pairs:  # the evaluation episode of the unperturbed policy
             row[RETURN_POS], row[LENGTH_POS] = run_episode(
-                env, actor, search.theta, seeds[task], horizon
+                env, actor, search.theta, seeds[task], horizon, rules
             )
             continue
         eps = table[offsets[task] : offsets[task] + n_params]
         for sign, value, length in ((1, RETURN_POS, LENGTH_POS), (-1, RETURN_NEG, LENGTH_NEG)):
             es.perturbed(search.theta, eps, search.sigma, sign, member)
-            row[value], row[length] = run_episode(env, actor, member, seeds[task], horizon)
+            row[value], row[length] = run_episode(env, actor, member, seeds[task], horizon, rules)
         row[OFFSET] = offsets[task]
         if n_obs_columns:
-            row[FIXED_COLUMNS:] = actor.obs_stats.ravel()
+            row[FIXED_COLUMNS:] = actor.obs_sums.ravel()
+    table_rows[pairs + 1 + comm.Get_rank(), 0] = time.perf_counter() - started
     parallel.sum_records(comm, table_rows)
     if not np.array_equal(table_rows[:pairs, OFFSET], offsets):
         raise RuntimeError("ranks disagree on the noise offsets of this generation")
     return table_rows
 
 
-def advance(run: Run, table_rows: np.ndarray, table, seconds: float) -> None:
-    """Apply one generation's results to `run` (identically on every rank)."""
+def advance(run: Run, table_rows: np.ndarray, table, seconds: float, checkpoint_s: float) -> None:
+    """Apply one generation's results to `run` (identically on every rank, but for the timings in
+    the history row: `seconds` since the generation started and `checkpoint_s` spent writing the
+    previous checkpoint, as this rank measured them)."""
+    update_started = time.perf_counter()
     config, pairs = run.config, run.config.pairs
     returns = table_rows[:pairs, [RETURN_POS, RETURN_NEG]]
     offsets = table_rows[:pairs, OFFSET].astype(np.int64)
     eval_return = table_rows[pairs, RETURN_POS]
-    steps = int(table_rows[:, [LENGTH_POS, LENGTH_NEG]].sum())
+    steps = int(table_rows[: pairs + 1, [LENGTH_POS, LENGTH_NEG]].sum())
     lr, sigma = run.search.lr, run.search.sigma
     if eval_return > run.best[0]:
         run.best = (eval_return, run.generation + 1, run.search.theta.copy(), run.obs_norm)
@@ -176,6 +196,9 @@ def advance(run: Run, table_rows: np.ndarray, table, seconds: float) -> None:
         count = float(table_rows[:pairs, [LENGTH_POS, LENGTH_NEG]].sum())
         run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
     run.generation += 1
+    update_s = time.perf_counter() - update_started
+    seconds += update_s + checkpoint_s
+    rank_seconds = table_rows[pairs + 1 :, 0]
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
@@ -185,16 +208,48 @@ def advance(run: Run, table_rows: np.ndarray, table, seconds: float) -> None:
     row["eval_return"], row["lr"], row["sigma"] = eval_return, lr, sigma
     row["wall_s"] = run.wall_s + seconds
     row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
+    row["rollout_s"], row["idle_s"] = rank_seconds.max(), rank_seconds.max() - rank_seconds.mean()
+    row["update_s"], row["checkpoint_s"] = update_s, checkpoint_s
     run.history.append(row)
 
 
 def progress_line(run: Run) -> str:
-    row = run.history[-1]
+    """The --print-every line: progress, the unperturbed policy's return and the best so far, the
+    population's returns, then steps, speed and time, with the time left at the run's pace."""
+    from esmpi.results import duration
+
+    row, total = run.history[-1], run.config.generations
+    seconds_per_gen = row["wall_s"] - (run.history[-2]["wall_s"] if len(run.history) > 1 else 0)
+    left = row["wall_s"] / run.generation * max(total - run.generation, 0)
     return (
-        f"gen {run.generation:>5}/{run.config.generations}  steps {row['timesteps']:>10,}  "
-        f"return mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f}  "
-        f"eval {row['eval_return']:>9.2f}  {row['steps_per_s']:>9,.0f} steps/s  "
-        f"{row['wall_s'] - (run.history[-2]['wall_s'] if len(run.history) > 1 else 0):6.2f} s/gen"
+        f"gen {run.generation:>5}/{total} {run.generation / total:>4.0%} | "
+        f"eval {row['eval_return']:>9.2f} best {run.best[0]:>9.2f} | "
+        f"population mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f} | "
+        f"{row['timesteps']:>11,} steps {row['steps_per_s']:>8,.0f}/s {seconds_per_gen:>6.2f} s/gen"
+        f" | {duration(row['wall_s'])} elapsed, {duration(left)} left"
+    )
+
+
+def final_summary(run: Run, path: str, n_ranks: int) -> str:
+    """What a finished run prints: what ran, how well, where it is, and what to run next."""
+    from esmpi.results import duration
+
+    best_return, best_generation = run.best[0], run.best[1]
+    last = run.history[-1]
+    speed = run.timesteps / run.wall_s if run.wall_s > 0 else 0.0
+    folder = os.path.dirname(path) or "."
+    return "\n".join(
+        (
+            f"esmpi: done, {run.config.env} seed {run.config.seed}: {run.generation} generations, "
+            f"{run.timesteps:,} steps in {duration(run.wall_s)} ({speed:,.0f} steps/s on "
+            f"{n_ranks} rank(s))",
+            f"  eval return  last {last['eval_return']:.2f}, best {best_return:.2f} at generation "
+            f"{best_generation}; population mean {last['return_mean']:.2f}, max "
+            f"{last['return_max']:.2f}",
+            f"  checkpoint   {path}",
+            f"  next         esmpi inspect {folder} --history | esmpi eval {folder} --video "
+            f"episodes.mp4 | esmpi plot {os.path.dirname(folder) or '.'} -o curves.png",
+        )
     )
 
 
@@ -247,6 +302,7 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
 
     `explicit` names the options the user gave, which a resumed run checks against its file."""
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
+    stop = parallel.StopSignals()
 
     def find_state():
         run_dir, source = locate(config, resume)
@@ -262,17 +318,20 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
         run = run_from_checkpoint(state, config)
 
     env = parallel.everywhere(
-        comm, lambda: envs.make_env(config.env, config.env_kwargs, quiet=rank != 0)
+        comm, lambda: envs.make_env(config.env, envs.env_kwargs_for(config), quiet=rank != 0)
     )
+    # Observation wrappers go around the environment beneath the API checks; the policy sees
+    # their spaces.
+    stepped, time_limit = parallel.everywhere(comm, lambda: envs.for_rollouts(env, config))
     spec = parallel.everywhere(
-        comm, lambda: spec_for_spaces(env.observation_space, env.action_space, config)
+        comm, lambda: spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     )
     if run is None:
         run = new_run(config, spec)
     elif run.spec != spec:
         parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
     envs.first_reset(env, config.seed)
-    stepped, time_limit = envs.unwrapped_for_rollouts(env)
+    parallel.everywhere(comm, lambda: check_rules(stepped, EpisodeRules.from_config(config)))
     horizon = envs.horizon_for(time_limit, config.max_steps)
     if horizon >= 1 << 62:
         parallel.agree(
@@ -281,7 +340,9 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
     parallel.everywhere(comm, lambda: _check_table(config, spec))
     parallel.on_rank0(comm, lambda: create_run_folder(run_dir))
     table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
-    actor = Actor(spec, config.obs_clip)
+    actor = actor_for(spec, config.obs_clip)
+    counter = parallel.TaskCounter(comm)
+    checkpoint_s = 0.0
 
     if rank == 0:
         what = f"resuming at generation {run.generation}" if state else "starting"
@@ -290,10 +351,17 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
             f"{spec.n_params:,} parameters, popsize {config.popsize}; checkpoint {path}",
             flush=True,
         )
+    saved = run.generation  # generation of the checkpoint on disk (rank 0 keeps it up to date)
+    stopped_by = 0
     while run.generation < config.generations:
+        # Every rank asks at the same boundary, so all ranks stop after the same generation.
+        stopped_by = parallel.stop_agreed(comm, stop.received)
+        if stopped_by:
+            break
         started = time.perf_counter()
-        table_rows = run_generation(run, stepped, actor, table, horizon, comm)
-        advance(run, table_rows, table, time.perf_counter() - started)
+        table_rows = run_generation(run, stepped, actor, table, horizon, comm, counter)
+        advance(run, table_rows, table, time.perf_counter() - started, checkpoint_s)
+        checkpoint_s = 0.0
         if run.generation % config.check_every == 0 and not parallel.parameters_agree(
             comm, run.search.theta
         ):
@@ -304,16 +372,33 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
         last = run.generation == config.generations
         if rank == 0 and (run.generation % config.print_every == 0 or last):
             print(progress_line(run), flush=True)
+            writing = time.perf_counter()
             checkpoint.save(path, to_checkpoint(run, n_ranks))
+            checkpoint_s = time.perf_counter() - writing
+            saved = run.generation
+    stop.restore()
+    if stopped_by:
+        stop_early(run, path, saved, stopped_by, rank, n_ranks)
     if rank == 0:
-        best_return, best_generation = run.best[0], run.best[1]
+        print(final_summary(run, path, n_ranks), flush=True)
+    return path
+
+
+def stop_early(run: Run, path: str, saved: int, signal_number: int, rank: int, n_ranks: int):
+    """Rank 0 writes the checkpoint (unless it already holds this generation) and says so; then
+    every rank raises StoppedEarly."""
+    name = signal.Signals(signal_number).name
+    if rank == 0:
+        if run.generation > saved:
+            checkpoint.save(path, to_checkpoint(run, n_ranks))
+        where = f"checkpoint {path}" if run.generation else "nothing to save yet"
         print(
-            f"esmpi: done, {run.generation} generations, {run.timesteps:,} steps in "
-            f"{run.wall_s:.1f} s; last eval {run.history[-1]['eval_return']:.2f}, best eval "
-            f"{best_return:.2f} (generation {best_generation}); checkpoint {path}",
+            f"esmpi: stopped by {name} after generation {run.generation} of "
+            f"{run.config.generations}; {where}; `--resume auto` with the same options continues "
+            f"the run (exit code {EXIT_STOPPED})",
             flush=True,
         )
-    return path
+    raise StoppedEarly(f"stopped by {name} after generation {run.generation}")
 
 
 def _check_table(config: Config, spec: PolicySpec) -> None:

@@ -6,8 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import reference
-from esmpi import es, noise
+from esmpi import es, noise, reference
 from esmpi.config import Config
 
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference
-from esmpi import kernels
+from esmpi import kernels, reference
 from esmpi.policy import Actor, PolicySpec, initial_theta
 
 TOLERANCE = 1e-5
@@ -61,19 +60,20 @@ def test_policy_step_matches_numpy(sizes, activation, bias, output, obs_dtype, s
     obs = (rng.standard_normal(sizes[0]) * 4).astype(obs_dtype)
     got = actor.act(obs, theta)
     low, high = np.array(spec.action_low), np.array(spec.action_high)
+    layers = reference.float64_layers(spec, theta)
     want, centred = reference.policy_step(
-        obs, mean, 1 / std, 3.0, theta, sizes, bias, activation, output, low, high
+        obs, mean, 1 / std, 3.0, layers, activation, output, low, high
     )
     if output == "argmax":
         # Outputs tied within float32 rounding are the one allowed disagreement.
         logits, _ = reference.policy_step(
-            obs, mean, 1 / std, 3.0, theta, sizes, bias, activation, "clip", -np.inf, np.inf
+            obs, mean, 1 / std, 3.0, layers, activation, "clip", -np.inf, np.inf
         )
         top = np.sort(logits)[-2:]
         assert got == want or top[1] - top[0] < TOLERANCE * (1 + abs(top[1]))
     else:
         assert np.allclose(got, want, rtol=TOLERANCE, atol=TOLERANCE * (1 + np.abs(want).max()))
-    assert np.allclose(actor.obs_stats[0], centred) and np.allclose(actor.obs_stats[1], centred**2)
+    assert np.allclose(actor.obs_sums[0], centred) and np.allclose(actor.obs_sums[1], centred**2)
 
 
 def test_policy_step_with_default_architecture_and_init():
@@ -81,19 +81,9 @@ def test_policy_step_with_default_architecture_and_init():
     theta = initial_theta(spec, seed=0) * 30
     actor = Actor(spec)
     obs = np.random.default_rng(0).standard_normal(17)
-    want, _ = reference.policy_step(
-        obs,
-        0.0,
-        1.0,
-        5.0,
-        theta,
-        spec.sizes,
-        False,
-        "tanh",
-        "clip",
-        np.array(spec.action_low),
-        np.array(spec.action_high),
-    )
+    layers = reference.float64_layers(spec, theta)
+    low, high = np.array(spec.action_low), np.array(spec.action_high)
+    want, _ = reference.policy_step(obs, 0.0, 1.0, 5.0, layers, "tanh", "clip", low, high)
     assert np.allclose(actor.act(obs, theta), want, atol=TOLERANCE)
 
 

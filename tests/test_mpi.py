@@ -209,3 +209,31 @@ def test_an_exception_on_one_rank_aborts_all_instead_of_hanging():
     result = mpi_python(code, 3, timeout=60)
     assert result.returncode != 0
     assert "rank 1 of 3 failed" in result.stderr and "simulated crash" in result.stderr
+
+
+def test_task_counter_hands_out_every_task_once_per_round():
+    """Dynamic load balancing: over several rounds of different sizes, each task index goes to
+    exactly one rank, whichever rank is faster."""
+    code = (
+        "import json, time\n"
+        "from esmpi import parallel\n"
+        "comm = parallel.world()\n"
+        "counter = parallel.TaskCounter(comm)\n"
+        "rounds = []\n"
+        "for n_tasks in (5, 1, 12, 0, 7):\n"
+        "    mine = []\n"
+        "    for task in counter.tasks(n_tasks):\n"
+        "        mine.append(task)\n"
+        "        time.sleep(0.002 * (comm.Get_rank() + 1))  # ranks of different speeds\n"
+        "    rounds.append(mine)\n"
+        "    comm.Barrier()\n"
+        "everything = comm.gather(rounds)\n"
+        "if comm.Get_rank() == 0:\n"
+        "    print(json.dumps(everything))\n"
+    )
+    result = checked(mpi_python(code, 3))
+    per_rank = json.loads(result.stdout)
+    for round_index, n_tasks in enumerate((5, 1, 12, 0, 7)):
+        handed = sorted(task for rank in per_rank for task in rank[round_index])
+        assert handed == list(range(n_tasks))
+    assert len(per_rank[0][2]) > len(per_rank[2][2])  # the fastest rank took the most of 12

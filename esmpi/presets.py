@@ -1,0 +1,137 @@
+"""Per-environment presets: the settings the environments users train on need, as data.
+
+A preset is picked by the environment id (an exact id first, then the first matching
+`fnmatch` pattern) and sets Config fields; the TOML file and the command line override any of
+them. Resolution order: dataclass defaults < preset < TOML file < command line. The checkpoint
+stores the fully resolved config, so a resumed run does not depend on this table.
+
+Old ids of an environment map to today's with a printed note (`ALIASES`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from esmpi.config import Config, from_mapping
+
+
+@dataclass(frozen=True)
+class Preset:
+    pattern: str  # an environment id, or an fnmatch pattern such as '*BulletEnv-v0'
+    values: dict[str, Any] = field(default_factory=dict)  # Config field -> value
+    note: str = ""  # why, in one line; `esmpi envs` shows it
+
+
+_PIXELS = dict(policy="cnn", obs_norm=False, scale_obs=True)
+
+PRESETS = (
+    Preset(
+        "CarRacing-v3",
+        dict(
+            **_PIXELS,
+            grayscale=True,
+            action_map="tanh,sigmoid,sigmoid",
+            early_stop=20,
+        ),
+        "the published pixel baseline: CNN on 96x96 grayscale frames; steer in [-1, 1] by "
+        "tanh, gas and brake in [0, 1] by sigmoid; an episode ends after more than 20 "
+        "consecutive steps with negative reward (off the track or standing)",
+    ),
+    Preset(
+        "AntBulletEnv-v0",
+        dict(
+            action_map="tanh",
+            burn_in=40,
+            fitness="progress",
+            early_stop=30,
+            early_stop_after=200,
+            ignore_terminated=True,
+        ),
+        "the published Ant baseline: tanh actions; 40 zero-action steps first so that the ant "
+        "settles on the floor; fitness is the distance walked (the progress term of the reward); "
+        "after step 200 an episode ends after more than 30 consecutive steps of negative progress; "
+        "the env's own end (body below 0.26, where a resting ant lies) is ignored",
+    ),
+    Preset(
+        "*BulletEnv-v0",
+        dict(action_map="tanh"),
+        "PyBullet locomotion: tanh-rescaled actions (better than clipping for Box actions)",
+    ),
+    Preset(
+        "ALE/*",
+        dict(**_PIXELS, atari=True, grayscale=True, resize=84, frame_stack=4, max_steps=27000),
+        "Atari (ale-py): no-op starts, frame skip 4, 84x84 grayscale, 4 stacked frames, FIRE "
+        "after reset and lost lives where the game has it; episodes capped at 27,000 steps "
+        "(108,000 frames, ALE's own cap, which Gymnasium's spec does not state)",
+    ),
+)
+
+ALIASES = {
+    "CarRacing-v0": "CarRacing-v3",
+    "CarRacing-v1": "CarRacing-v3",
+    "CarRacing-v2": "CarRacing-v3",
+}
+
+
+def preset_for(env_id: str) -> Preset | None:
+    """The preset of `env_id`: an exact match first, then the first matching pattern."""
+    for preset in PRESETS:
+        if preset.pattern == env_id:
+            return preset
+    for preset in PRESETS:
+        if fnmatch.fnmatchcase(env_id, preset.pattern):
+            return preset
+    return None
+
+
+def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
+    """The Config for `values` (TOML and command-line options, the latter already on top) with
+    the environment's preset beneath them; and the notes to print (alias used, preset applied)."""
+    env_id = values.get("env", Config.__dataclass_fields__["env"].default)
+    notes = []
+    if env_id in ALIASES:
+        notes.append(f"{env_id} is now {ALIASES[env_id]} in Gymnasium; training that")
+        env_id = ALIASES[env_id]
+    preset = preset_for(env_id)
+    base = {}
+    if preset is not None:
+        base = {name: value for name, value in preset.values.items() if name not in values}
+        if base:
+            notes.append(
+                f"preset {preset.pattern} sets {describe(base)}; any option given overrides it "
+                "(`esmpi envs` lists the presets)"
+            )
+    return from_mapping({**base, **values, "env": env_id}), notes
+
+
+def describe(values: dict[str, Any]) -> str:
+    """'--policy cnn --early-stop 20 ...': settings as the command-line options that set them."""
+    parts = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def table() -> str:
+    """What `esmpi envs` prints: each preset, what it sets and why."""
+    lines = ["Presets (the TOML file and the command line override any setting):", ""]
+    for preset in PRESETS:
+        lines += [
+            f"{preset.pattern}",
+            f"  sets  {describe(preset.values)}",
+            f"  why   {preset.note}",
+        ]
+        lines.append("")
+    aliases = ", ".join(f"{old} -> {new}" for old, new in ALIASES.items())
+    lines.append(f"Aliases: {aliases}.")
+    lines.append(
+        "Any other id: the defaults (Box actions clipped to the bounds; --action-map tanh "
+        "rescales instead)."
+    )
+    return "\n".join(lines)

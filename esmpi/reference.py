@@ -1,0 +1,98 @@
+"""Plain numpy twins of the numba kernels in kernels.py: what the tests compare the kernels with,
+and the numpy baseline `esmpi bench` times the policy kernel against."""
+
+import numpy as np
+
+
+def policy_step(obs, mean, inv_std, obs_clip, layers, activation, output, low, high):
+    """(action or argmax index, centred observation), computed the obvious way.
+
+    layers: [(W (n_in, n_out), b or None)] as policy.layer_views gives them; pass float64 copies
+    for an exact reference."""
+    centred = np.asarray(obs, dtype=np.float64) - mean
+    x = np.clip(centred * inv_std, -obs_clip, obs_clip)
+    for layer, (weights, bias) in enumerate(layers):
+        x = x @ weights
+        if bias is not None:
+            x = x + bias
+        if layer < len(layers) - 1:
+            x = np.tanh(x) if activation == "tanh" else np.maximum(x, 0.0)
+    if output == "argmax":
+        return int(np.argmax(x)), centred
+    if output == "tanh":
+        return low + (np.tanh(x) + 1.0) * 0.5 * (high - low), centred
+    return np.clip(x, low, high), centred
+
+
+def float64_layers(spec, theta):
+    """policy.layer_views(spec, theta) in float64."""
+    from esmpi.policy import layer_views
+
+    return [
+        (w.astype(np.float64), None if b is None else b.astype(np.float64))
+        for w, b in layer_views(spec, theta)
+    ]
+
+
+def weighted_noise_sum(table, offsets, weights, dim):
+    return sum(
+        w * table[o : o + dim].astype(np.float64) for o, w in zip(offsets, weights, strict=True)
+    )
+
+
+def perturbed_mean_squares(theta, table, offsets, sigma):
+    theta = theta.astype(np.float64)
+    rows = []
+    for offset in offsets:
+        eps = sigma * table[offset : offset + theta.size].astype(np.float64)
+        rows.append([np.mean((theta + eps) ** 2), np.mean((theta - eps) ** 2)])
+    return np.array(rows)
+
+
+def map_outputs(x, output, low, high):
+    """The action for outputs x under the mapping `output` ('argmax', or one or per-dimension
+    'clip'/'tanh'/'sigmoid' names joined by commas), in float64."""
+    if output == "argmax":
+        return int(np.argmax(x))
+    names = output.split(",")
+    names = names * len(x) if len(names) == 1 else names
+    action = np.empty(len(x))
+    for o, name in enumerate(names):
+        if name == "tanh":
+            action[o] = low[o] + (np.tanh(x[o]) + 1.0) * 0.5 * (high[o] - low[o])
+        elif name == "sigmoid":
+            action[o] = low[o] + (high[o] - low[o]) / (1.0 + np.exp(-x[o]))
+        else:
+            action[o] = np.clip(x[o], low[o], high[o])
+    return action
+
+
+def cnn_step(obs, spec, theta):
+    """The CNN policy's action for `obs` the obvious way (float64; see kernels.cnn_step)."""
+    from esmpi.kernels import CONV_LAYERS, POOL
+    from esmpi.policy import conv_views
+
+    activation = np.tanh if spec.activation == "tanh" else (lambda v: np.maximum(v, 0.0))
+    frames = np.asarray(obs, dtype=np.float64).reshape(spec.obs_shape) * spec.obs_scale
+    x = np.concatenate(list(frames), axis=-1)  # (height, width, stack * colours)
+    convs = conv_views(spec, theta.astype(np.float64))
+    for (weights, bias), (_, size, stride) in zip(convs, CONV_LAYERS, strict=True):
+        height = (x.shape[0] - size) // stride + 1
+        width = (x.shape[1] - size) // stride + 1
+        windows = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(0, 1))
+        windows = windows[: (height - 1) * stride + 1 : stride, : (width - 1) * stride + 1 : stride]
+        x = np.einsum("hwcyx,yxco->hwo", windows, weights)  # HWIO weights
+        if bias is not None:
+            x = x + bias
+        pooled_h, pooled_w = height // POOL, width // POOL
+        x = x[: pooled_h * POOL, : pooled_w * POOL]
+        x = x.reshape(pooled_h, POOL, pooled_w, POOL, -1).max(axis=(1, 3))
+        x = activation(x)
+    x = x.ravel()
+    layers = float64_layers(spec, theta)
+    for layer, (weights, bias) in enumerate(layers):
+        x = x @ weights + (0.0 if bias is None else bias)
+        if layer < len(layers) - 1:
+            x = activation(x)
+    low, high = np.array(spec.action_low), np.array(spec.action_high)
+    return map_outputs(x, spec.output, low, high)

@@ -1,0 +1,257 @@
+"""Reading finished (or running) runs back: finding checkpoints, summarising them, and the tables
+of `esmpi inspect`. Everything comes from the checkpoint files through `checkpoint.py`; nothing
+here writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from esmpi import checkpoint
+from esmpi.config import UsageError, from_toml
+
+# Options that say how a run is named, reported or how long it lasts, not what it computes: runs
+# that differ only in these (and the seed) are repetitions of one configuration.
+_NOT_CONFIGURATION = ("seed", "run_name", "folder", "generations", "print_every", "check_every")
+
+
+@dataclass
+class RunSummary:
+    """What `esmpi inspect` shows of one run; `history` holds the HISTORY_DTYPE rows."""
+
+    path: str
+    run: str  # the run folder's name
+    env_id: str
+    seed: int
+    n_ranks: int
+    generations: int
+    timesteps: int
+    wall_s: float
+    steps_per_s: float  # over the whole run, all ranks
+    last_eval: float
+    best_eval: float
+    best_generation: int
+    last_return_mean: float
+    last_return_max: float
+    esmpi_version: str
+    versions: dict
+    configuration: tuple  # (name, value) of every option that shapes the result but the seed
+    history: np.ndarray
+
+    def row(self) -> dict:
+        """The summary without the history, as plain JSON-able values."""
+        found = asdict(self)
+        del found["history"], found["configuration"]
+        return found
+
+
+def find_checkpoints(paths: list[str]) -> list[str]:
+    """The checkpoint files that `paths` name: files, run folders, or folders of run folders."""
+    found = []
+    for path in paths:
+        if os.path.isfile(path):
+            found.append(path)
+        elif os.path.isfile(os.path.join(path, checkpoint.FILENAME)):
+            found.append(os.path.join(path, checkpoint.FILENAME))
+        elif os.path.isdir(path):
+            nested = sorted(
+                os.path.join(folder, checkpoint.FILENAME)
+                for folder, _, files in os.walk(path)
+                if checkpoint.FILENAME in files
+            )
+            if not nested:
+                raise UsageError(f"{path} holds no {checkpoint.FILENAME} in it or its subfolders.")
+            found.extend(nested)
+        else:
+            raise UsageError(f"There is no checkpoint file or run folder at {path}.")
+    return list(dict.fromkeys(found))
+
+
+def summarise(path: str) -> RunSummary:
+    """Summary of the checkpoint at `path` (a file or run folder)."""
+    state = checkpoint.load(path)
+    attrs = checkpoint.metadata(path)
+    history = state.history
+    if history.size == 0:
+        raise UsageError(f"{attrs['path']} holds no finished generation yet.")
+    last = history[-1]
+    wall_s = float(last["wall_s"])
+    config = from_toml(state.config_toml)
+    configuration = tuple(
+        (name, _hashable(value))
+        for name, value in sorted(vars(config).items())
+        if name not in _NOT_CONFIGURATION
+    )
+    return RunSummary(
+        path=attrs["path"],
+        run=os.path.basename(os.path.dirname(os.path.abspath(attrs["path"]))),
+        env_id=state.env_id,
+        seed=state.seed,
+        n_ranks=state.n_ranks,
+        generations=state.generation,
+        timesteps=int(last["timesteps"]),
+        wall_s=wall_s,
+        steps_per_s=float(last["timesteps"]) / wall_s if wall_s > 0 else 0.0,
+        last_eval=float(last["eval_return"]),
+        best_eval=state.best_return,
+        best_generation=state.best_generation,
+        last_return_mean=float(last["return_mean"]),
+        last_return_max=float(last["return_max"]),
+        esmpi_version=str(attrs["esmpi_version"]),
+        versions=attrs["versions"],
+        configuration=configuration,
+        history=history,
+    )
+
+
+def _hashable(value):
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def summarise_all(paths: list[str]) -> list[RunSummary]:
+    """Summaries of every run that `paths` name, best final evaluation return first."""
+    summaries = [summarise(path) for path in find_checkpoints(paths)]
+    return sorted(summaries, key=lambda s: (-s.last_eval, s.env_id, s.seed, s.path))
+
+
+def duration(seconds: float) -> str:
+    """'42.1 s', '3 min 05 s', '2 h 07 min': wall time a person reads at a glance."""
+    if seconds < 59.95:  # what rounds to 60.0 s reads better as 1 min 00 s
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(float(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+# header, alignment, how to show the value of a RunSummary
+_SUMMARY_COLUMNS = (
+    ("run", "<", lambda s: s.run),
+    ("env", "<", lambda s: s.env_id),
+    ("seed", ">", lambda s: str(s.seed)),
+    ("ranks", ">", lambda s: str(s.n_ranks)),
+    ("gens", ">", lambda s: str(s.generations)),
+    ("timesteps", ">", lambda s: f"{s.timesteps:,}"),
+    ("wall", ">", lambda s: duration(s.wall_s)),
+    ("steps/s", ">", lambda s: f"{s.steps_per_s:,.0f}"),
+    ("last eval", ">", lambda s: f"{s.last_eval:.2f}"),
+    ("best eval (gen)", ">", lambda s: f"{s.best_eval:.2f} ({s.best_generation})"),
+    ("pop mean", ">", lambda s: f"{s.last_return_mean:.2f}"),
+    ("esmpi", "<", lambda s: s.esmpi_version),
+)
+
+
+def aligned(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(line, align, widths, strict=True))
+        for line in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summary_table(summaries: list[RunSummary]) -> str:
+    """One line per run, then the library versions (once when all runs share them)."""
+    header = [name for name, _, _ in _SUMMARY_COLUMNS]
+    rows = [[show(s) for _, _, show in _SUMMARY_COLUMNS] for s in summaries]
+    text = aligned(header, rows, [a for _, a, _ in _SUMMARY_COLUMNS])
+    version_sets = {}
+    for s in summaries:
+        shown = ", ".join(f"{name} {version}" for name, version in sorted(s.versions.items()))
+        version_sets.setdefault(shown, []).append(s.run)
+    for shown, runs in version_sets.items():
+        whose = "" if len(version_sets) == 1 else f" ({', '.join(runs)})"
+        text += f"\nversions{whose}: {shown}"
+    return text
+
+
+def history_table(summary: RunSummary) -> str:
+    """The per-generation history of one run, one line per generation."""
+    names = list(summary.history.dtype.names)  # units: the NAME.unit attributes, README
+    rows = [[_cell(row[name]) for name in names] for row in summary.history]
+    return f"{summary.path}\n" + aligned(names, rows, [">"] * len(names))
+
+
+def _cell(value) -> str:
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return f"{float(value):.6g}"
+
+
+def summaries_csv(summaries: list[RunSummary]) -> str:
+    rows = [s.row() for s in summaries]
+    for row in rows:
+        row["versions"] = json.dumps(row["versions"], sort_keys=True)
+    return _csv(list(rows[0]), [list(row.values()) for row in rows])
+
+
+def histories_csv(summaries: list[RunSummary]) -> str:
+    """Every run's history in one CSV, a `run` and `seed` column first."""
+    names = list(summaries[0].history.dtype.names)
+    rows = [
+        [s.run, s.env_id, s.seed, *(row[name].item() for name in names)]
+        for s in summaries
+        for row in s.history
+    ]
+    return _csv(["run", "env", "seed", *names], rows)
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().rstrip("\n")
+
+
+def summaries_json(summaries: list[RunSummary], with_history: bool) -> str:
+    """A JSON list of runs; each holds its history as a list of rows when `with_history`."""
+    found = []
+    for s in summaries:
+        row = s.row()
+        if with_history:
+            names = s.history.dtype.names
+            row["history"] = [{name: r[name].item() for name in names} for r in s.history]
+        found.append(row)
+    return json.dumps(found, indent=2)
+
+
+def configuration_groups(summaries: list[RunSummary]) -> dict[tuple, list[RunSummary]]:
+    """Runs grouped by environment and configuration (seeds of one setting go together)."""
+    groups: dict[tuple, list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault((s.env_id, s.configuration), []).append(s)
+    return groups
+
+
+def group_label(key: tuple, keys: list[tuple]) -> str:
+    """The options in which this group differs from the other groups of its environment, as
+    'lr=0.01 sigma=0.05', or '' when it is its environment's only group."""
+    env_id, configuration = key
+    others = [other for other_env, other in keys if other_env == env_id and other != configuration]
+    if not others:
+        return ""
+    differing = [
+        f"{name}={_shown(value)}"
+        for name, value in configuration
+        if any(dict(other).get(name) != value for other in others)
+    ]
+    return " ".join(differing)
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)

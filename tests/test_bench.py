@@ -1,0 +1,57 @@
+"""`esmpi bench` runs end to end and reports every figure the throughput issue asks for.
+
+No timing is asserted here: speed is judged from `make bench` output on quiet cores."""
+
+import json
+
+import pytest
+
+from conftest import checked, esmpi
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_reports_every_part(tmp_path):
+    report_path = tmp_path / "bench.json"
+    result = checked(
+        esmpi(
+            "bench",
+            "--envs",
+            "CartPole-v1",
+            "HalfCheetah-v5",
+            "--generations",
+            "1",
+            "--popsize",
+            "4",
+            "--big-popsize",
+            "8",
+            "--loop-seconds",
+            "0.3",
+            "--max-steps",
+            "100",
+            "--json",
+            str(report_path),
+            cwd=tmp_path,
+        )
+    )
+    report = json.loads(report_path.read_text())
+    assert [row["shape"] for row in report["forward"]] == ["17->128->64->6", "348->256->256->17"]
+    assert all(row["numba_us"] > 0 and row["numpy_us"] > 0 for row in report["forward"])
+    for row in report["environments"]:
+        assert row["efficiency"] == pytest.approx(
+            row["train_steps_per_s_per_rank"] / row["bare_steps_per_s"]
+        )
+        assert row["limit_ratio"] == pytest.approx(
+            row["train_steps_per_s_per_rank"] / row["limit_steps_per_s"]
+        )
+        assert sum(row["train"]["split"].values()) == pytest.approx(1.0, abs=0.05)
+    assert report["strong_scaling"]["efficiency"] > 0
+    assert [row["ranks"] for row in report["scaling_model"]["rows"]][-1] == 1024
+    memory = report["memory"]
+    assert [row["ranks"] for row in memory] == [1, 2, 4]
+    # The table is held once per node: proportional memory per rank falls as ranks share it.
+    assert (
+        memory[2]["pss_mib_per_rank"][0]
+        < memory[0]["pss_mib_per_rank"][0] - memory[0]["table_mib"] / 2
+    )
+    assert "efficiency" in result.stdout and "limit_ratio" in result.stdout

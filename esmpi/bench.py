@@ -64,17 +64,23 @@ def forward_microseconds(sizes: tuple[int, ...], calls: int = 20000) -> dict:
     def numpy_forward(obs):
         return reference.policy_step(obs, 0.0, 1.0, 5.0, layers, "tanh", "clip", low, high)
 
-    timings = {}
-    for name, forward in (("numba_us", numba_forward), ("numpy_us", numpy_forward)):
-        forward(observations[0])
-        best = math.inf
-        for _ in range(3):
-            started = time.perf_counter()
-            for index in range(calls):
-                forward(observations[index % 1000])
-            best = min(best, (time.perf_counter() - started) / calls * 1e6)
-        timings[name] = best
+    timings = {
+        "numba_us": best_microseconds(numba_forward, observations, calls),
+        "numpy_us": best_microseconds(numpy_forward, observations, calls),
+    }
     return {"shape": "->".join(map(str, sizes)), **timings}
+
+
+def best_microseconds(forward, inputs: list, calls: int) -> float:
+    """Fastest of three timings of `calls` calls of forward on inputs in turn, per call (us)."""
+    forward(inputs[0])
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        for index in range(calls):
+            forward(inputs[index % len(inputs)])
+        best = min(best, (time.perf_counter() - started) / calls * 1e6)
+    return best
 
 
 def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) -> dict:
@@ -91,19 +97,12 @@ def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) ->
     rng = np.random.default_rng(0)
     frames = list(rng.integers(0, 256, (100, *spec.obs_shape), dtype=np.uint8))
     actor = actor_for(spec)
-    timings = {}
-    for name, forward in (
-        ("numba_us", lambda obs: actor.act(obs, theta)),
-        ("numpy_us", lambda obs: reference.cnn_step(obs, spec, theta)),
-    ):
-        forward(frames[0])
-        best = math.inf
-        for _ in range(3):
-            started = time.perf_counter()
-            for index in range(calls):
-                forward(frames[index % 100])
-            best = min(best, (time.perf_counter() - started) / calls * 1e6)
-        timings[name] = best
+    timings = {
+        "numba_us": best_microseconds(lambda obs: actor.act(obs, theta), frames, calls),
+        "numpy_us": best_microseconds(
+            lambda obs: reference.cnn_step(obs, spec, theta), frames, calls
+        ),
+    }
     shape = "x".join(map(str, spec.obs_shape))
     return {"shape": f"cnn {shape}->{'->'.join(map(str, spec.sizes))}", "env": env_id, **timings}
 

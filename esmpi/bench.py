@@ -89,8 +89,7 @@ def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) ->
     from esmpi import presets
 
     config, _ = presets.resolve({"env": env_id})
-    env = envs.make_env(env_id, envs.env_kwargs_for(config), quiet=True)
-    stepped, _ = envs.for_rollouts(env, config)
+    env, stepped, _ = envs.make_for_rollouts(config, quiet=True)
     spec = spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     env.close()
     theta = initial_theta(spec, seed=0)
@@ -114,8 +113,7 @@ def single_core_rates(env_id: str, seconds: float, cap: int) -> dict:
     from esmpi import presets
 
     config, _ = presets.resolve({"env": env_id})
-    made = envs.make_env(env_id, envs.env_kwargs_for(config), quiet=True)
-    env, _ = envs.for_rollouts(made, config)
+    made, env, _ = envs.make_for_rollouts(config, quiet=True)
     spec = spec_for_spaces(env.observation_space, env.action_space, config)
     actor, theta = actor_for(spec, config.obs_clip), initial_theta(spec, seed=0)
     fixed_action = env.action_space.sample()

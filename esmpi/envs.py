@@ -189,10 +189,18 @@ def env_kwargs_for(config) -> dict:
 
 
 def for_rollouts(env, config):
-    """(environment to step, time limit): `env` beneath the API checks (unwrapped_for_rollouts)
-    with the observation pipeline of `config` around it."""
+    """(environment to step, episode horizon): `env` beneath the API checks
+    (unwrapped_for_rollouts) with the observation pipeline of `config` around it, and the
+    environment's time limit capped by --max-steps."""
     stepped, time_limit = unwrapped_for_rollouts(env)
-    return observation_pipeline(stepped, config), time_limit
+    return observation_pipeline(stepped, config), horizon_for(time_limit, config.max_steps)
+
+
+def make_for_rollouts(config, env_id=None, render_mode=None, quiet=False):
+    """(env as made, env to step, episode horizon) for `config` (or env_id instead of config.env):
+    the one way train, eval and bench build an environment."""
+    env = make_env(env_id or config.env, env_kwargs_for(config), render_mode, quiet)
+    return (env, *for_rollouts(env, config))
 
 
 def observation_pipeline(env, config):

@@ -66,8 +66,8 @@ def evaluate(
         # Frames are drawn offscreen: keep pygame (Gymnasium's classic-control renderer) from
         # probing for a display server, which prints errors on headless machines.
         os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-    env = envs.make_env(env_id or config.env, envs.env_kwargs_for(config), render_mode)
-    stepped, time_limit = envs.for_rollouts(env, config)  # with the run's observation pipeline
+    # With the run's observation pipeline and episode horizon.
+    env, stepped, horizon = envs.make_for_rollouts(config, env_id, render_mode)
     if spec_for_spaces(stepped.observation_space, stepped.action_space, config) != state.policy:
         raise UsageError(
             f"{env_id or config.env} has other observation or action spaces than the policy in "
@@ -78,21 +78,14 @@ def evaluate(
     actor.set_normalisation(obs_mean, obs_std)
     episode_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
     envs.first_reset(env, int(episode_seeds[0]))
-    horizon = envs.horizon_for(time_limit, config.max_steps)
+    rules = EpisodeRules.from_config(config)
     writer = _video_writer(video, env.metadata.get("render_fps") or 30) if video else None
     recorder = _Recorder(stepped, writer) if writer else None
     results = []
     try:
         for episode_seed in _progress(episode_seeds, progress):
             results.append(
-                run_episode(
-                    recorder or stepped,
-                    actor,
-                    theta,
-                    episode_seed,
-                    horizon,
-                    EpisodeRules.from_config(config),
-                )
+                run_episode(recorder or stepped, actor, theta, episode_seed, horizon, rules)
             )
     finally:
         if writer is not None:

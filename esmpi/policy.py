@@ -206,33 +206,34 @@ def initial_theta(spec: PolicySpec, seed: int) -> np.ndarray:
 def conv_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """(W (size, size, c_in, c_out), b) views into theta per convolution; b is None without
     biases. Empty for an MLP."""
-    views, position = [], 0
-    for size, c_in, c_out in spec.conv_shapes:
-        n_weights = size * size * c_in * c_out
-        weights = theta[position : position + n_weights].reshape(size, size, c_in, c_out)
-        position += n_weights
-        bias = None
-        if spec.bias:
-            bias = theta[position : position + c_out]
-            position += c_out
-        views.append((weights, bias))
-    return views
+    return _weight_views(theta, 0, _conv_weight_shapes(spec), spec.bias)[0]
 
 
 def layer_views(spec: PolicySpec, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """(W, b) views into theta per dense layer (after the convolutions of a CNN); b is None
     without biases."""
+    _, position = _weight_views(theta, 0, _conv_weight_shapes(spec), spec.bias)
+    return _weight_views(theta, position, spec.layer_shapes, spec.bias)[0]
+
+
+def _conv_weight_shapes(spec: PolicySpec) -> list[tuple[int, int, int, int]]:
+    return [(size, size, c_in, c_out) for size, c_in, c_out in spec.conv_shapes]
+
+
+def _weight_views(theta, position: int, shapes, bias: bool):
+    """(W, b) views for weight shapes laid out one after another from `position` (each W then,
+    with biases, its last dimension's bias), and the position after them."""
     views = []
-    position = sum(w.size + (0 if b is None else b.size) for w, b in conv_views(spec, theta))
-    for n_in, n_out in spec.layer_shapes:
-        weights = theta[position : position + n_in * n_out].reshape(n_in, n_out)
-        position += n_in * n_out
-        bias = None
-        if spec.bias:
-            bias = theta[position : position + n_out]
-            position += n_out
-        views.append((weights, bias))
-    return views
+    for shape in shapes:
+        n_weights = int(np.prod(shape))
+        weights = theta[position : position + n_weights].reshape(shape)
+        position += n_weights
+        bias_view = None
+        if bias:
+            bias_view = theta[position : position + shape[-1]]
+            position += shape[-1]
+        views.append((weights, bias_view))
+    return views, position
 
 
 class Actor:

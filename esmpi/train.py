@@ -317,12 +317,11 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
         )
         run = run_from_checkpoint(state, config)
 
-    env = parallel.everywhere(
-        comm, lambda: envs.make_env(config.env, envs.env_kwargs_for(config), quiet=rank != 0)
-    )
     # Observation wrappers go around the environment beneath the API checks; the policy sees
     # their spaces.
-    stepped, time_limit = parallel.everywhere(comm, lambda: envs.for_rollouts(env, config))
+    env, stepped, horizon = parallel.everywhere(
+        comm, lambda: envs.make_for_rollouts(config, quiet=rank != 0)
+    )
     spec = parallel.everywhere(
         comm, lambda: spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     )
@@ -332,7 +331,6 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
         parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
     envs.first_reset(env, config.seed)
     parallel.everywhere(comm, lambda: check_rules(stepped, EpisodeRules.from_config(config)))
-    horizon = envs.horizon_for(time_limit, config.max_steps)
     if horizon >= 1 << 62:
         parallel.agree(
             comm, UsageError(f"{config.env} has no time limit; give --max-steps to end episodes.")

@@ -21,6 +21,7 @@ install: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check esmpi tests bin
 	$(BIN)/ruff format --check esmpi tests bin
+	$(BIN)/mypy esmpi
 
 # Debian's Slurm and munge for tests/test_slurm.py, which start a real one-node cluster. Installed
 # with apt where missing; where apt cannot run (not root, not Debian) those tests skip and say so.

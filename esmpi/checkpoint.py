@@ -139,7 +139,7 @@ def save(path: str, state: Checkpoint) -> None:
             os.remove(temporary)
 
 
-def _write_failure(error: BaseException) -> str:
+def _write_failure(error: BaseException | None) -> str:
     """The system's reason for a failed write (say 'No space left on device'), found in `error`
     or the errors it happened during (HDF5 puts it inside its own message)."""
     while error is not None:
@@ -338,6 +338,6 @@ def current_history(rows: np.ndarray) -> np.ndarray:
     if rows.dtype == HISTORY_DTYPE:
         return rows
     converted = np.zeros(rows.shape, dtype=HISTORY_DTYPE)
-    for name in set(rows.dtype.names) & set(HISTORY_DTYPE.names):
+    for name in set(rows.dtype.names or ()) & set(HISTORY_DTYPE.names or ()):
         converted[name] = rows[name]
     return converted

@@ -158,7 +158,6 @@ ACTION_MAPS = ("clip", "tanh", "sigmoid")
 
 def parse_value(name: str, value: Any) -> Any:
     """Convert a command-line string or TOML value to the type of field `name`."""
-    kind = type(Config.__dataclass_fields__[name].default)
     if name == "hidden":
         if isinstance(value, str):
             value = [part for part in value.replace(" ", "").split(",") if part]
@@ -175,6 +174,8 @@ def parse_value(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise UsageError("--env-kwargs must be a JSON object such as '{\"gravity\": -9.8}'.")
         return value
+    # The other fields have plain defaults (only hidden and env_kwargs have default factories).
+    kind: type = type(Config.__dataclass_fields__[name].default)
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -1,19 +1,37 @@
-"""`esmpi export`: a trained policy as a plain `.npz` that numpy alone can run (README, "Exporting a
-policy", holds the 20-line runner; tests check it against esmpi's own forward pass).
+"""`esmpi export`: a trained policy as a plain `.npz` that numpy alone can run (the README's section
+"`esmpi export`: the policy without esmpi" holds the runner; tests check it against esmpi's own
+forward pass for MLP and CNN policies and every action mapping).
 
 Keys of the file (all plain arrays, no pickles):
 
+    kind                  'mlp', or 'cnn': convolutions before the dense layers
     W0, b0, W1, b1, ...   float32 layer weights (n_in, n_out) and biases (n_out,); a layer computes
                           x @ W + b (biases are zeros for a policy trained without them)
     n_layers              number of layers
-    activation            'tanh' or 'relu', applied after every layer but the last
-    output                'argmax' (Discrete), 'clip' or 'tanh' (Box) action mapping
+    activation            'tanh' or 'relu', applied after every layer but the last (and after
+                          every pooled convolution of a CNN)
+    output                'argmax' (Discrete), or for Box actions 'clip', 'tanh' or 'sigmoid', one
+                          name for every dimension or one per dimension joined by commas
+                          ('tanh,sigmoid,sigmoid'): tanh maps x to low + (tanh(x) + 1) / 2 *
+                          (high - low), sigmoid to low + (high - low) / (1 + exp(-x)); then clip
     action_low/high       Box bounds, flat (empty for argmax); action_shape the Box's own shape
     action_start          Discrete(n, start): the first action's value
-    obs_encoding          'box' (flattened values) or 'onehot' (Discrete observations)
+    obs_encoding          'box' (flattened values), 'onehot' (Discrete observations) or 'pixels'
+    env_id, generation    where the policy comes from
+
+  mlp only:
     obs_mean, obs_std     normalisation: x = clip((obs - obs_mean) / obs_std, -obs_clip, obs_clip)
     obs_clip              see above
-    env_id, generation    where the policy comes from
+
+  cnn only (kernels.cnn_step; the observation is not normalised but scaled):
+    obs_shape             (frames, height, width, colours) of one observation; the frames are
+                          joined on the colour axis into one (height, width, frames * colours) image
+    obs_scale             the image is multiplied by this (1/255: pixels in [0, 1])
+    C0, c0, C1, c1, ...   float32 convolution weights (size, size, c_in, c_out) and biases (c_out,)
+    conv_size, conv_stride  each convolution's square kernel size and stride (no padding)
+    pool                  after each convolution (and its bias): a pool x pool max-pool, which
+                          drops an odd last row or column, then the activation; the first dense
+                          layer reads the last one flattened as (row, column, channel)
 """
 
 from __future__ import annotations
@@ -22,10 +40,10 @@ import os
 
 import numpy as np
 
-from esmpi import checkpoint
+from esmpi import checkpoint, kernels
 from esmpi.config import UsageError, from_toml
 from esmpi.evaluate import trained_policy
-from esmpi.policy import layer_views
+from esmpi.policy import conv_views, layer_views
 
 
 def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
@@ -33,22 +51,10 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
     state = checkpoint.load(path)
     config = from_toml(state.config_toml)
     spec = state.policy
-    if spec.kind != "mlp" or spec.output not in ("argmax", "clip", "tanh"):
-        raise UsageError(
-            f"{path} holds a {spec.kind.upper()} policy with {spec.output!r} actions, which the "
-            "export format (MLP layers with one argmax, clip or tanh output) cannot describe; "
-            "run it with `esmpi eval` instead."
-        )
     theta, obs_mean, obs_std = trained_policy(state, config, best)
-    arrays = {}
-    for layer, (weights, bias) in enumerate(layer_views(spec, theta)):
-        arrays[f"W{layer}"] = np.array(weights, dtype=np.float32)
-        arrays[f"b{layer}"] = (
-            np.array(bias, dtype=np.float32)
-            if bias is not None
-            else np.zeros(weights.shape[1], dtype=np.float32)
-        )
+    arrays = _float32_layers("W", "b", layer_views(spec, theta))
     arrays.update(
+        kind=np.array(spec.kind),
         n_layers=np.array(len(spec.layer_shapes)),
         activation=np.array(spec.activation),
         output=np.array(spec.output),
@@ -57,12 +63,38 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
         action_shape=np.array(spec.action_shape, dtype=np.int64),
         action_start=np.array(spec.action_start),
         obs_encoding=np.array(spec.obs_encoding),
-        obs_mean=np.asarray(obs_mean, dtype=np.float64),
-        obs_std=np.asarray(obs_std, dtype=np.float64),
-        obs_clip=np.array(float(config.obs_clip)),
         env_id=np.array(state.env_id),
         generation=np.array(state.best_generation if best else state.generation),
     )
+    if spec.kind == "cnn":
+        arrays.update(_float32_layers("C", "c", conv_views(spec, theta)))
+        arrays.update(
+            conv_size=np.array([size for _, size, _ in kernels.CONV_LAYERS], dtype=np.int64),
+            conv_stride=np.array([stride for _, _, stride in kernels.CONV_LAYERS], dtype=np.int64),
+            pool=np.array(kernels.POOL),
+            obs_shape=np.array(spec.obs_shape, dtype=np.int64),
+            obs_scale=np.array(float(spec.obs_scale)),
+        )
+    else:
+        arrays.update(
+            obs_mean=np.asarray(obs_mean, dtype=np.float64),
+            obs_std=np.asarray(obs_std, dtype=np.float64),
+            obs_clip=np.array(float(config.obs_clip)),
+        )
+    return arrays
+
+
+def _float32_layers(weight_key: str, bias_key: str, views) -> dict[str, np.ndarray]:
+    """(W, b) views as float32 arrays named W0, b0, W1, b1, ... (for weight_key 'W', bias_key
+    'b'); zero biases for a policy without them, so that a runner needs no special case."""
+    arrays = {}
+    for index, (weights, bias) in enumerate(views):
+        arrays[f"{weight_key}{index}"] = np.array(weights, dtype=np.float32)
+        arrays[f"{bias_key}{index}"] = (
+            np.array(bias, dtype=np.float32)
+            if bias is not None
+            else np.zeros(weights.shape[-1], dtype=np.float32)
+        )
     return arrays
 
 
@@ -74,5 +106,6 @@ def export(path: str, out: str, best: bool = False) -> dict[str, np.ndarray]:
     folder = os.path.dirname(out)
     if folder and not os.path.isdir(folder):
         raise UsageError(f"Cannot write {out}: the folder {folder} does not exist.")
-    np.savez(out, **arrays)
+    # numpy's stub lets **arrays fill savez's allow_pickle: bool; every key here names an array.
+    np.savez(out, **arrays)  # type: ignore[arg-type]
     return arrays

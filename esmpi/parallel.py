@@ -179,7 +179,7 @@ def parameters_agree(comm, *arrays: np.ndarray) -> bool:
     """Whether every rank holds bit-identical `arrays` (compared by checksum)."""
     checksum = 0
     for array in arrays:
-        checksum = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), checksum)
+        checksum = zlib.crc32(np.ascontiguousarray(array).data, checksum)
     checksums = np.empty(comm.Get_size(), dtype=np.int64)
     comm.Allgather(np.array([checksum], dtype=np.int64), checksums)
     return bool((checksums == checksums[0]).all())
@@ -196,7 +196,8 @@ def shared_noise_table(comm, table_size: int, seed: int) -> np.ndarray:
         table_size * itemsize if node.Get_rank() == 0 else 0, itemsize, comm=node
     )
     buffer, _ = window.Shared_query(0)
-    table = np.ndarray(buffer=buffer, dtype=np.float32, shape=(table_size,))
+    # mpi4py's stub gives MPI.buffer the buffer protocol only from Python 3.12 (PEP 688).
+    table = np.ndarray(buffer=buffer, dtype=np.float32, shape=(table_size,))  # type: ignore[arg-type]
     blocks = range(node.Get_rank(), noise.block_count(table_size), node.Get_size())
     noise.fill_blocks(table, seed, blocks)
     node.Barrier()

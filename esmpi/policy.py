@@ -13,6 +13,7 @@ them (`--action-map tanh,sigmoid,sigmoid` gives each dimension its own; one name
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def _frames_shape(shape: tuple[int, ...], frame_stack: int) -> tuple[int, int, i
     if len(shape) == 3:
         return (*shape, 1) if frame_stack > 1 else (1, *shape)
     if len(shape) == 4:
-        return tuple(shape)
+        return shape
     raise UsageError(
         f"The CNN policy reads images (height, width[, colours]), possibly stacked; observations "
         f"of shape {shape} are not; use --policy mlp."
@@ -119,7 +120,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     """The PolicySpec for an environment's spaces, or UsageError if they are unsupported."""
     from gymnasium import spaces
 
-    pixels = {}
+    pixels: dict[str, Any] = {}
     if config.policy == "cnn":
         if not isinstance(observation_space, spaces.Box):
             raise UsageError(
@@ -138,7 +139,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
             f"Observation space {observation_space} is not supported: esmpi policies read Box "
             "and Discrete observations (flatten others with a Gymnasium wrapper)."
         )
-    common = dict(
+    common: dict[str, Any] = dict(
         activation=config.activation, bias=config.bias, obs_encoding=obs_encoding, **pixels
     )
     hidden = tuple(config.hidden)

@@ -167,7 +167,7 @@ def summary_table(summaries: list[RunSummary]) -> str:
     header = [name for name, _, _ in _SUMMARY_COLUMNS]
     rows = [[show(s) for _, _, show in _SUMMARY_COLUMNS] for s in summaries]
     text = aligned(header, rows, [a for _, a, _ in _SUMMARY_COLUMNS])
-    version_sets = {}
+    version_sets: dict[str, list[str]] = {}
     for s in summaries:
         shown = ", ".join(f"{name} {version}" for name, version in sorted(s.versions.items()))
         version_sets.setdefault(shown, []).append(s.run)
@@ -179,7 +179,7 @@ def summary_table(summaries: list[RunSummary]) -> str:
 
 def history_table(summary: RunSummary) -> str:
     """The per-generation history of one run, one line per generation."""
-    names = list(summary.history.dtype.names)  # units: the NAME.unit attributes, README
+    names = list(summary.history.dtype.names or ())  # units: the NAME.unit attributes, README
     rows = [[_cell(row[name]) for name in names] for row in summary.history]
     return f"{summary.path}\n" + aligned(names, rows, [">"] * len(names))
 
@@ -199,7 +199,7 @@ def summaries_csv(summaries: list[RunSummary]) -> str:
 
 def histories_csv(summaries: list[RunSummary]) -> str:
     """Every run's history in one CSV, a `run` and `seed` column first."""
-    names = list(summaries[0].history.dtype.names)
+    names = list(summaries[0].history.dtype.names or ())
     rows = [
         [s.run, s.env_id, s.seed, *(row[name].item() for name in names)]
         for s in summaries
@@ -222,7 +222,7 @@ def summaries_json(summaries: list[RunSummary], with_history: bool) -> str:
     for s in summaries:
         row = s.row()
         if with_history:
-            names = s.history.dtype.names
+            names = s.history.dtype.names or ()
             row["history"] = [{name: r[name].item() for name in names} for r in s.history]
         found.append(row)
     return json.dumps(found, indent=2)

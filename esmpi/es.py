@@ -19,10 +19,17 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 def centered_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks of `values` (any shape) scaled to [-0.5, 0.5]; ties are broken by position."""
+    """Ranks of `values` (any shape) scaled to [-0.5, 0.5]; tied values share the mean of their
+    ranks. Breaking ties by position instead would turn a population of equal returns (every
+    CartPole member at the time limit, every Pong member losing 21-0) into a gradient along the
+    noise of whichever members came first."""
     flat = values.ravel()
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    ends = np.append(starts[1:], flat.size)
     ranks = np.empty(flat.size)
-    ranks[np.argsort(flat, kind="stable")] = np.arange(flat.size)
+    ranks[order] = np.repeat((starts + ends - 1) / 2, ends - starts)
     return (ranks / (flat.size - 1) - 0.5).reshape(values.shape)
 
 

@@ -15,7 +15,13 @@ def test_centered_ranks_exact_values():
     assert np.allclose(es.centered_ranks(values), [[0.5, -0.5], [1 / 6, -1 / 6]], rtol=1e-15)
 
 
-@given(arrays(np.float64, st.integers(2, 60), elements=st.floats(-1e6, 1e6)))
+def test_tied_returns_share_their_mean_rank_and_give_no_gradient():
+    values = np.array([[3.0, 1.0], [3.0, 3.0]])
+    assert np.allclose(es.centered_ranks(values), [[1 / 6, -0.5], [1 / 6, 1 / 6]], rtol=1e-15)
+    assert not es.shaped_fitness(np.full((4, 2), -21.0)).any()
+
+
+@given(arrays(np.float64, st.integers(2, 60), elements=st.floats(-1e6, 1e6), unique=True))
 def test_centered_ranks_span_minus_half_to_half(values):
     ranks = es.centered_ranks(values)
     assert ranks.min() == -0.5 and ranks.max() == 0.5

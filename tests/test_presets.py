@@ -2,13 +2,16 @@
 the PyBullet Ant (burn-in, distance fitness), Atari; the CNN kernel against its numpy twin; frame
 stacking; and 2-rank smoke runs of the real command line."""
 
+import json
+
 import gymnasium
 import h5py
+import imageio
 import numpy as np
 import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi
-from esmpi import envs, kernels, presets, reference
+from esmpi import checkpoint, envs, kernels, presets, reference
 from esmpi.config import Config, UsageError, from_toml
 from esmpi.policy import Actor, PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
@@ -45,7 +48,8 @@ def _prepared(values):
 
 def test_presets_are_matched_by_id_then_pattern():
     assert presets.preset_for("AntBulletEnv-v0").values["burn_in"] == 40
-    assert presets.preset_for("HopperBulletEnv-v0").values == {"action_map": "tanh"}
+    assert presets.preset_for("HopperBulletEnv-v0").values["action_map"] == "tanh"
+    assert "burn_in" not in presets.preset_for("HopperBulletEnv-v0").values
     assert presets.preset_for("ALE/Breakout-v5").values["frame_stack"] == 4
     assert presets.preset_for("CartPole-v1") is None
 
@@ -292,8 +296,20 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
         run_name=expected.run_name,
         noise_table_size=expected.noise_table_size,
     ) == expected.replace(popsize=4, print_every=1)
-    if config.policy == "cnn":
+    if config.policy == "cnn":  # exported as a CNN (test_results checks the README's runner)
         from esmpi.export import export
 
-        with pytest.raises(UsageError, match="CNN"):
-            export(str(path), str(runs / "policy.npz"))
+        arrays = export(str(path), str(runs / "policy.npz"))
+        spec = checkpoint.load(str(path)).policy
+        assert str(arrays["kind"]) == "cnn" and tuple(arrays["obs_shape"]) == spec.obs_shape
+        # The video shows what a person sees, the environment's own RGB frame, not the policy's
+        # small grayscale input: one frame after the reset, then one per step.
+        video = runs / "episode.mp4"
+        shown = checked(
+            esmpi("eval", str(runs / "smoke"), "--episodes", "1", "--video", str(video), "--json")
+        )
+        record = json.loads(shown.stdout)
+        assert record["video_frames"] == record["lengths"][0] + 1
+        frame = imageio.get_reader(str(video)).get_data(0)
+        assert frame.shape[2] == 3 and frame.shape[:2] != spec.obs_shape[1:3]
+        assert frame.std() > 0  # a picture, not a blank frame

@@ -4,7 +4,8 @@ For each environment, in one run on this machine:
   limit  a loop of env.step with a fixed action and no policy at all (one core),
   bare   the same loop with esmpi's policy and a fixed parameter vector: the best any trainer
          built on this environment and policy could do per core,
-  train  the real `esmpi train` under mpiexec for a few generations: env-steps/s per rank,
+  train  the real `esmpi train` under mpiexec for the generations that take about
+         --train-seconds: env-steps/s per rank,
 and efficiency = train / bare, limit_ratio = train / limit. Also: the policy forward per step
 (numba against the numpy reference), the split of a generation (rollouts, load-imbalance idle,
 update, checkpoint, everything else), start-up time, strong scaling from 1 to 2 ranks, noise-table
@@ -72,10 +73,20 @@ def forward_microseconds(sizes: tuple[int, ...], calls: int = 20000) -> dict:
 
 
 def best_microseconds(forward, inputs: list, calls: int) -> float:
-    """Fastest of three timings of `calls` calls of forward on inputs in turn, per call (us)."""
+    """Fastest of seven timings of `calls` calls of forward on inputs in turn, per call (us), less
+    what the timing loop and the call of `forward` itself cost (timed with an empty function), so
+    that what remains is what a rollout pays per step."""
+    return _fastest_call(forward, inputs, calls) - _fastest_call(_nothing, inputs, calls)
+
+
+def _nothing(obs) -> None:
+    return None
+
+
+def _fastest_call(forward, inputs: list, calls: int) -> float:
     forward(inputs[0])
     best = math.inf
-    for _ in range(3):
+    for _ in range(7):  # the fastest: this VM's neighbours slow some windows down by 50%
         started = time.perf_counter()
         for index in range(calls):
             forward(inputs[index % len(inputs)])
@@ -108,37 +119,70 @@ def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) ->
 
 def single_core_rates(env_id: str, seconds: float, cap: int) -> dict:
     """env-steps/s of a plain loop of env.step without a policy (limit) and with esmpi's (bare),
-    each for about `seconds`, with episodes ending where training would end them (the
-    environment, or `cap` steps), with the environment's preset as `esmpi train` uses it."""
+    each for about `seconds`, and the mean episode length of the bare loop. Episodes are the ones
+    training runs: the environment's preset as `esmpi train` resolves it, its zero-action burn-in
+    and its ends (the environment's, `--ignore-terminated`, `--early-stop` on the reward, or `cap`
+    steps), so that the loops simulate the same kind of states training does."""
     from esmpi import presets
+    from esmpi.rollout import NO_RULES, PROGRESS_TERM, EpisodeRules, progress_terms, zero_action
 
     config, _ = presets.resolve({"env": env_id})
     made, env, _ = envs.make_for_rollouts(config, quiet=True)
     spec = spec_for_spaces(env.observation_space, env.action_space, config)
     actor, theta = actor_for(spec, config.obs_clip), initial_theta(spec, seed=0)
-    fixed_action = env.action_space.sample()
+    rules = EpisodeRules.from_config(config)
+    ruled = rules != NO_RULES
+    fixed_action, idle = env.action_space.sample(), zero_action(env.action_space)
+    patience = rules.early_stop or cap + 1
+    terms = progress_terms(env) if rules.fitness == "progress" else None
     envs.first_reset(made, 0)
 
-    def loop(policy) -> float:
-        obs, _ = env.reset(seed=1)
-        steps, episode_steps = 0, 0
+    def loop(policy) -> tuple[float, float]:
+        steps, episodes = 0, 0
         started = time.perf_counter()
         deadline = started + seconds
-        while steps % 100 or time.perf_counter() < deadline:
-            obs, _, terminated, truncated, _ = env.step(policy(obs))
-            steps += 1
-            episode_steps += 1
-            if terminated or truncated or episode_steps == cap:
-                obs, _ = env.reset()
-                episode_steps = 0
-        return steps / (time.perf_counter() - started)
+        while time.perf_counter() < deadline:
+            obs, _ = env.reset()
+            episodes += 1
+            negative_run = 0
+            for step in range(1, cap + 1):
+                action = idle if step <= rules.burn_in else policy(obs)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                if (terminated and not rules.ignore_terminated) or truncated:
+                    break
+                if ruled and step > rules.burn_in:  # rollout._ruled_episode's early stop
+                    score = reward if terms is None else terms.rewards[PROGRESS_TERM]
+                    negative_run = negative_run + 1 if score < 0 else 0
+                    if negative_run > patience and step > rules.early_stop_after:
+                        break
+            steps += step
+        return steps / (time.perf_counter() - started), steps / episodes
 
-    rates = {
-        "limit": loop(lambda obs: fixed_action),
-        "bare": loop(lambda obs: actor.act(obs, theta)),
-    }
+    limit, _ = loop(lambda obs: fixed_action)
+    bare, episode_steps = loop(lambda obs: actor.act(obs, theta))
+    # The policy's share of a step: its forward pass timed apart, on observations of this
+    # environment, times the bare loop's steps per second.
+    seen = visited_observations(env, lambda obs: actor.act(obs, theta), 200)
+    forward_us = best_microseconds(lambda obs: actor.act(obs, theta), seen, 1000)
     env.close()
-    return rates
+    return {
+        "limit": limit,
+        "bare": bare,
+        "episode_steps": episode_steps,
+        "policy_share": forward_us * 1e-6 * bare,
+    }
+
+
+def visited_observations(env, policy, count: int) -> list:
+    """`count` observations (copies) from episodes of `policy`."""
+    seen: list = []
+    obs, _ = env.reset()
+    while len(seen) < count:
+        seen.append(np.array(obs))
+        obs, _, terminated, truncated, _ = env.step(policy(obs))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return seen
 
 
 def rates_probe(env_id: str, seconds: float, cap: int) -> None:
@@ -162,7 +206,7 @@ def concurrent_rates(env_id: str, copies: int, seconds: float, cap: int) -> dict
     if result.returncode != 0:
         raise RuntimeError(result.stderr)
     rows = json.loads(result.stdout)
-    return {key: float(np.mean([row[key] for row in rows])) for key in ("limit", "bare")}
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
 
 def train_run(
@@ -278,23 +322,33 @@ def scaling_model(episode_s: float, update_s: float, collective_s: float, popsiz
     return rows
 
 
+def generations_lasting(seconds: float, rates: dict, popsize: int, ranks: int) -> int:
+    """Generations of a training run on `ranks` ranks that take about `seconds`, estimated from
+    the bare loop's rate and episode length: short episodes get many generations. At least 2; at
+    most 100, as episodes may grow longer while the policy learns (CartPole's do)."""
+    generation_s = (popsize + 1) * rates["episode_steps"] / (ranks * rates["bare"])
+    return max(2, min(100, round(seconds / generation_s)))
+
+
 def run(
     env_ids,
     ranks: int,
     popsize: int,
-    generations: int,
+    train_seconds: float,
     loop_seconds: float,
     cap: int,
     big_popsize: int = 256,
+    repeats: int = 3,
 ) -> dict:
     report: dict = {
         "machine": {"cpus": os.cpu_count()},
         "settings": {
             "ranks": ranks,
             "popsize": popsize,
-            "generations": generations,
+            "train_seconds": train_seconds,
             "max_steps": cap,
             "loop_seconds": loop_seconds,
+            "repeats": repeats,
         },
         "forward": [],
         "environments": [],
@@ -306,9 +360,13 @@ def run(
         for env_id in env_ids:
             say(f"{env_id}: loops of env.step on 1 core, then on {ranks} cores at once")
             solo = concurrent_rates(env_id, 1, loop_seconds, cap)
-            together = concurrent_rates(env_id, ranks, loop_seconds, cap)
-            say(f"{env_id}: esmpi train on {ranks} ranks, popsize {popsize}")
+            before = concurrent_rates(env_id, ranks, loop_seconds, cap)
+            generations = generations_lasting(train_seconds, before, popsize, ranks)
+            say(f"{env_id}: esmpi train on {ranks} ranks, popsize {popsize}, {generations} gens")
             trained = train_run(env_id, ranks, popsize, generations, folder, cap)
+            say(f"{env_id}: the loops on {ranks} cores again (the baseline brackets the run)")
+            after = concurrent_rates(env_id, ranks, loop_seconds, cap)
+            together = {key: (before[key] + after[key]) / 2 for key in before}
             per_rank = trained["steps_per_s_per_rank"]
             report["environments"].append(
                 {
@@ -316,6 +374,8 @@ def run(
                     "limit_steps_per_s": together["limit"],
                     "bare_steps_per_s": together["bare"],
                     "bare_solo_steps_per_s": solo["bare"],
+                    "bare_episode_steps": together["episode_steps"],
+                    "policy_share": together["policy_share"],
                     "machine_scaling": together["bare"] / solo["bare"],
                     "train_steps_per_s_per_rank": per_rank,
                     "efficiency": per_rank / together["bare"],
@@ -323,23 +383,33 @@ def run(
                     "train": trained,
                 }
             )
-        if "HalfCheetah-v5" in env_ids:
+        cheetah = next((e for e in report["environments"] if e["env"] == "HalfCheetah-v5"), None)
+        if cheetah is not None:
             say(
-                "HalfCheetah-v5: strong scaling 1 -> 2 ranks, and the update at popsize "
-                f"{big_popsize}"
+                f"HalfCheetah-v5: strong scaling 1 -> 2 ranks ({repeats} runs each, alternating), "
+                f"and the update at popsize {big_popsize}"
             )
-            one = train_run("HalfCheetah-v5", 1, popsize, generations, folder, cap)
-            two = train_run("HalfCheetah-v5", 2, popsize, generations, folder, cap)
-            cheetah = next(e for e in report["environments"] if e["env"] == "HalfCheetah-v5")
+            generations = cheetah["train"]["generations"]
+            one_s, two_s = [], []
+            for _ in range(repeats):
+                one_s.append(train_run("HalfCheetah-v5", 1, popsize, generations, folder, cap))
+                two_s.append(train_run("HalfCheetah-v5", 2, popsize, generations, folder, cap))
+            one = float(np.median([run["generation_s"] for run in one_s]))
+            two = float(np.median([run["generation_s"] for run in two_s]))
             report["strong_scaling"] = {
                 "env": "HalfCheetah-v5",
                 "popsize": popsize,
-                "generation_s_1_rank": one["generation_s"],
-                "generation_s_2_ranks": two["generation_s"],
-                "efficiency": one["generation_s"] / (2 * two["generation_s"]),
+                "generations": generations,
+                "generation_s_1_rank": one,
+                "generation_s_2_ranks": two,
+                "efficiency": one / (2 * two),
+                "efficiency_of_each_pair": [
+                    a["generation_s"] / (2 * b["generation_s"])
+                    for a, b in zip(one_s, two_s, strict=True)
+                ],
                 "machine_scaling": cheetah["machine_scaling"],
             }
-            big = train_run("HalfCheetah-v5", ranks, big_popsize, generations, folder, cap)
+            big = train_run("HalfCheetah-v5", ranks, big_popsize, 2, folder, cap)
             split = big["split"]
             report["overhead_big_population"] = {
                 "env": "HalfCheetah-v5",
@@ -380,8 +450,8 @@ def table(report: dict) -> str:
     lines.append("")
     lines.append(
         f"{'environment':<18}{'bare 1 core':>12}{'scaling':>8}{'limit':>10}{'bare':>10}"
-        f"{'train/rank':>12}{'efficiency':>11}{'limit_ratio':>12}{'start-up':>9}{'idle':>6}"
-        "   split of generation time"
+        f"{'policy':>7}{'gens':>5}{'train/rank':>12}{'efficiency':>11}{'limit_ratio':>12}"
+        f"{'start-up':>9}{'idle':>6}   split of generation time"
     )
     for row in report["environments"]:
         train = row["train"]
@@ -389,17 +459,22 @@ def table(report: dict) -> str:
         lines.append(
             f"{row['env']:<18}{row['bare_solo_steps_per_s']:>12,.0f}{row['machine_scaling']:>8.2f}"
             f"{row['limit_steps_per_s']:>10,.0f}{row['bare_steps_per_s']:>10,.0f}"
-            f"{row['train_steps_per_s_per_rank']:>12,.0f}{row['efficiency']:>11.3f}"
+            f"{row['policy_share']:>7.1%}{train['generations']:>5}{row['train_steps_per_s_per_rank']:>12,.0f}{row['efficiency']:>11.3f}"
             f"{row['limit_ratio']:>12.3f}{train['startup_s']:>8.1f}s{train['idle']:>6.1%}   {split}"
         )
     settings = report["settings"]
     lines += [
         "  (env-steps/s. bare 1 core: a loop of env.step with esmpi's policy, alone;",
         f"   limit and bare: the same loop without and with the policy, {settings['ranks']} copies "
-        "at once, per copy;",
+        "at once, per copy,",
+        "   measured before and after the training run and averaged; episodes as training's "
+        "(preset rules);",
         "   scaling: bare / bare 1 core, what this machine gives each core when all are busy;",
-        f"   train/rank: esmpi train on {settings['ranks']} ranks, per rank; efficiency = "
-        "train/rank / bare;",
+        "   policy: share of a bare step spent in the policy forward (timed apart on this env's",
+        "   observations; the rest is env.step and the loop);",
+        f"   train/rank: esmpi train on {settings['ranks']} ranks for gens generations (about "
+        f"{settings['train_seconds']:g} s), per rank;",
+        "   efficiency = train/rank / bare;",
         "   limit_ratio = train/rank / limit; start-up: to the first generation; idle: mean share",
         f"   of time a rank waited for the busiest one. Episodes end at {settings['max_steps']} "
         "steps at most.)",
@@ -410,9 +485,13 @@ def table(report: dict) -> str:
         lines.append(
             f"strong scaling {scaling['env']} popsize {scaling['popsize']}: "
             f"{scaling['generation_s_1_rank']:.2f} s/gen on 1 rank, "
-            f"{scaling['generation_s_2_ranks']:.2f} s/gen on 2: "
-            f"efficiency {scaling['efficiency']:.3f} (this machine's own scaling of the bare loop: "
-            f"{scaling['machine_scaling']:.2f})"
+            f"{scaling['generation_s_2_ranks']:.2f} s/gen on 2 (medians): "
+            f"efficiency {scaling['efficiency']:.3f}"
+        )
+        pairs = ", ".join(f"{value:.3f}" for value in scaling["efficiency_of_each_pair"])
+        lines.append(
+            f"  each 1-rank/2-rank pair of runs: {pairs}; this machine's own scaling of the bare "
+            f"loop: {scaling['machine_scaling']:.2f}"
         )
         overhead = report["overhead_big_population"]
         lines.append(

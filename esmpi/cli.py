@@ -26,7 +26,7 @@ def _flag(name: str) -> str:
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    groups = {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for option in Config.fields():
         group_name = "policy" if option.name in _POLICY_OPTIONS else "training"
         group = groups.get(group_name) or parser.add_argument_group(f"{group_name} options")
@@ -142,7 +142,13 @@ def _add_bench_command(commands) -> None:
     bench.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), help="environment ids")
     bench.add_argument("--ranks", type=int, default=2, help="ranks of the training runs")
     bench.add_argument("--popsize", type=int, default=64, help="population of the training runs")
-    bench.add_argument("--generations", type=int, default=2, help="generations per training run")
+    bench.add_argument(
+        "--train-seconds",
+        type=float,
+        default=6.0,
+        help="about how long each training run lasts (its generations are estimated from the "
+        "bare loop; at least 2)",
+    )
     bench.add_argument(
         "--loop-seconds", type=float, default=4.0, help="duration of each bare env.step loop"
     )
@@ -163,15 +169,15 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from esmpi import bench
 
-    if args.popsize < 2 or args.popsize % 2 or args.ranks < 1 or args.generations < 1:
+    if args.popsize < 2 or args.popsize % 2 or args.ranks < 1 or args.train_seconds <= 0:
         raise UsageError(
-            "esmpi bench needs an even --popsize >= 2 and positive --ranks/--generations."
+            "esmpi bench needs an even --popsize >= 2 and positive --ranks/--train-seconds."
         )
     report = bench.run(
         args.envs,
         args.ranks,
         args.popsize,
-        args.generations,
+        args.train_seconds,
         args.loop_seconds,
         args.max_steps,
         args.big_popsize,
@@ -228,7 +234,8 @@ def _add_results_commands(commands) -> None:
         "export",
         help="write a policy as a numpy .npz (runs without esmpi, see README)",
         description="Write the layer weights, biases, activation, action mapping and observation "
-        "normalisation of a checkpoint's policy to a .npz file.",
+        "normalisation (MLP) or scaling and convolutions (CNN) of a checkpoint's policy to a .npz "
+        "file.",
     )
     export.add_argument("path", help="checkpoint file or run folder")
     export.add_argument("-o", "--output", default="policy.npz", help="the .npz file to write")
@@ -354,7 +361,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     arrays = export(args.path, args.output, args.best)
     print(
-        f"esmpi: {arrays['env_id']} policy, {int(arrays['n_layers'])} layers, "
+        f"esmpi: {arrays['env_id']} {arrays['kind']} policy, {int(arrays['n_layers'])} layers, "
         f"{arrays['activation']} hidden, {arrays['output']} output, written to {args.output}"
     )
     return 0

@@ -3,7 +3,10 @@
 Kernels are small, typed and compiled once per machine (`cache=True`; set NUMBA_CACHE_DIR to put
 the cache on node-local storage). Each has a plain numpy twin in `esmpi/reference.py` that the
 tests compare it with. No kernel uses fastmath: every rank must reach the same bits from the same
-inputs, so floating-point sums keep their written order.
+inputs, so floating-point sums keep their written order. The policy kernels use numpy's error
+model: with Python's, every division checks for zero to raise ZeroDivisionError, and that branch
+stops the loop around it from being vectorised (the rational tanh's division measured 4x slower);
+their divisors are never zero.
 
 Parameter layout (shared with `policy.py`): layer by layer, the weight matrix W of shape
 (n_in, n_out) row-major, then the bias (n_out,) when the policy has biases. A layer computes
@@ -47,7 +50,7 @@ _TANH_BETA = tuple(
 )
 
 
-@numba.njit("float32(float32)", cache=True, inline="always")
+@numba.njit("float32(float32)", cache=True, inline="always", error_model="numpy")
 def fast_tanh(x):
     """tanh(x) in float32 as a vectorisable rational function (see _TANH_ALPHA)."""
     x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
@@ -66,7 +69,7 @@ def fast_tanh(x):
     return x * p / q
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _dense_layers(x, y, theta, position, sizes, bias, act):
     """Run the dense layers `sizes` on x (theta read from `position`); return the buffer (x or y)
     that holds the outputs. Hidden layers apply the ACT_* activation `act`, the last none."""
@@ -78,10 +81,22 @@ def _dense_layers(x, y, theta, position, sizes, bias, act):
             y[:n_next] = theta[position + n_in * n_next : position + n_in * n_next + n_next]
         else:
             y[:n_next] = 0.0
-        for i in range(n_in):
+        # Rows of W four at a time: y[o] is loaded and stored once per four rows instead of once
+        # per row, and still gets the rows' products added one by one in order (the same bits).
+        # Slices, not theta[row + o]: indices from range() carry no negative-index wraparound
+        # check, which would stop the loops from being vectorised.
+        blocked = n_in - n_in % 4
+        for i in range(0, blocked, 4):
+            x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+            row = position + i * n_next
+            w0 = theta[row : row + n_next]
+            w1 = theta[row + n_next : row + 2 * n_next]
+            w2 = theta[row + 2 * n_next : row + 3 * n_next]
+            w3 = theta[row + 3 * n_next : row + 4 * n_next]
+            for o in range(n_next):
+                y[o] = (((y[o] + x0 * w0[o]) + x1 * w1[o]) + x2 * w2[o]) + x3 * w3[o]
+        for i in range(blocked, n_in):
             xi = x[i]
-            # A slice, not theta[row + o]: indices from range() carry no negative-index wraparound
-            # check, which would stop the loop from being vectorised.
             weights_row = theta[position + i * n_next : position + (i + 1) * n_next]
             for o in range(n_next):
                 y[o] += xi * weights_row[o]
@@ -92,7 +107,7 @@ def _dense_layers(x, y, theta, position, sizes, bias, act):
     return x
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _activate(values, act):
     if act == ACT_TANH:
         for o in range(values.shape[0]):
@@ -102,7 +117,7 @@ def _activate(values, act):
             values[o] = max(values[o], np.float32(0.0))
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _map_outputs(out, codes, tail, n_out):
     """The argmax index of `out`, or -1 after writing the action into `tail` = (low, high,
     action), n_out each, one mapping code per dimension (see policy_step)."""
@@ -131,13 +146,15 @@ OBS_MEAN, OBS_INV_STD, OBS_SUM, OBS_SUMSQ, OBS_CLIP = range(5)  # rows of obs_st
 # code, or one OUT_CLIP/OUT_TANH/OUT_SIGMOID code per action dimension.
 LAYOUT_HEADER, LAYOUT_FLAGS = 1, 2
 
+# Observations of either float type, contiguous (as environments return them: the dispatcher
+# matches these exactly, ~0.2 us a call faster than converting to the strided type) or strided.
 _POLICY_STEP_SIGNATURES = [
-    f"int64({obs}[:], float64[:, ::1], float32[::1], int64[::1], float32[::1])"
-    for obs in ("float32", "float64")
+    f"int64({obs}, float64[:, ::1], float32[::1], int64[::1], float32[::1])"
+    for obs in ("float32[::1]", "float64[::1]", "float32[:]", "float64[:]")
 ]
 
 
-@numba.njit(_POLICY_STEP_SIGNATURES, cache=True)
+@numba.njit(_POLICY_STEP_SIGNATURES, cache=True, error_model="numpy")
 def policy_step(obs, obs_state, theta, layout, scratch):
     """One MLP policy step: normalise `obs`, run the layers, map the output to an action.
 
@@ -188,7 +205,7 @@ _CNN_STEP_SIGNATURES = [
 ]
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", error_model="numpy")
 def _conv_pool(
     source,
     s_height,
@@ -245,7 +262,7 @@ def _conv_pool(
     return position + n_weights + (out_channels if bias else 0), p_height, p_width
 
 
-@numba.njit(_CNN_STEP_SIGNATURES, cache=True)
+@numba.njit(_CNN_STEP_SIGNATURES, cache=True, error_model="numpy")
 def cnn_step(obs, theta, layout, scratch):
     """One CNN policy step on a pixel observation; returns like policy_step.
 

@@ -261,6 +261,7 @@ class Actor:
             bounds[1] = np.minimum(spec.action_high, np.finfo(np.float32).max)
         action = self.scratch[2 * width + 2 * n_out :]
         self.action = action.reshape(spec.action_shape) if spec.action_shape else action
+        self.discrete_actions = _discrete_actions(spec)
         self.onehot = np.zeros(n_in, dtype=np.float32) if spec.obs_encoding == "onehot" else None
 
     @property
@@ -289,7 +290,7 @@ class Actor:
             obs = np.asarray(obs, dtype=np.float32).reshape(-1)
             index = kernels.policy_step(obs, self.obs_state, theta, self.layout, self.scratch)
         if index >= 0:
-            return index + self.spec.action_start
+            return self.discrete_actions[index]
         # A copy: an environment may keep the action it was given, and the buffer is reused.
         return self.action.copy()
 
@@ -324,6 +325,7 @@ class CnnActor:
             tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
         action = tail[2 * n_out :]
         self.action = action.reshape(spec.action_shape) if spec.action_shape else action
+        self.discrete_actions = _discrete_actions(spec)
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Pixel inputs are scaled, not normalised: nothing to set."""
@@ -337,8 +339,17 @@ class CnnActor:
             frames = np.ascontiguousarray(frames, dtype=np.float32)
             index = kernels.cnn_step(frames, theta, self.layout, self.scratch)
         if index >= 0:
-            return index + self.spec.action_start
+            return self.discrete_actions[index]
         return self.action.copy()
+
+
+def _discrete_actions(spec: PolicySpec) -> tuple:
+    """The actions of a Discrete space as numpy int64 scalars, made once (immutable, so they are
+    safe to hand out again): what `Discrete.sample()` gives, and ~1.5 us a step cheaper than a
+    Python int in the `action_space.contains` check of environments such as CartPole."""
+    if spec.output != "argmax":
+        return ()
+    return tuple(np.int64(spec.action_start + index) for index in range(spec.sizes[-1]))
 
 
 def actor_for(spec: PolicySpec, obs_clip: float = 5.0):

@@ -69,13 +69,13 @@ def run_episode(
 def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tuple[float, int]:
     obs, _ = env.reset(seed=int(seed))
     act, step = actor.act, env.step
-    idle = _zero_action(env.action_space)
+    idle = zero_action(env.action_space)
     endless = rules.ignore_terminated
     for steps in range(1, min(rules.burn_in, horizon) + 1):
         obs, _, terminated, truncated, _ = step(idle)
         if (terminated and not endless) or truncated:
             return 0.0, steps
-    terms = _progress_terms(env) if rules.fitness == "progress" else None
+    terms = progress_terms(env) if rules.fitness == "progress" else None
     total, negative_run = 0.0, 0
     patience, after = rules.early_stop or horizon + 1, rules.early_stop_after
     for steps in range(rules.burn_in + 1, horizon + 1):
@@ -92,10 +92,10 @@ def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tup
 def check_rules(env, rules: EpisodeRules) -> None:
     """UsageError, before any episode, if `env` cannot follow `rules`."""
     if rules.fitness == "progress":
-        _progress_terms(env)
+        progress_terms(env)
 
 
-def _zero_action(action_space):
+def zero_action(action_space):
     """All-zero Box action (no torque), or the first Discrete action (NOOP in Atari)."""
     from gymnasium import spaces
 
@@ -104,7 +104,7 @@ def _zero_action(action_space):
     return np.zeros(action_space.shape, dtype=action_space.dtype)
 
 
-def _progress_terms(env):
+def progress_terms(env):
     """The object whose `rewards` list holds this step's reward terms (read after each step)."""
     base = env.unwrapped
     if not hasattr(base, "electricity_cost"):

@@ -19,8 +19,8 @@ def test_bench_reports_every_part(tmp_path):
             "--envs",
             "CartPole-v1",
             "HalfCheetah-v5",
-            "--generations",
-            "1",
+            "--train-seconds",
+            "0.5",
             "--popsize",
             "4",
             "--big-popsize",
@@ -46,6 +46,7 @@ def test_bench_reports_every_part(tmp_path):
         )
         assert sum(row["train"]["split"].values()) == pytest.approx(1.0, abs=0.05)
     assert report["strong_scaling"]["efficiency"] > 0
+    assert len(report["strong_scaling"]["efficiency_of_each_pair"]) == 3
     assert [row["ranks"] for row in report["scaling_model"]["rows"]][-1] == 1024
     memory = report["memory"]
     assert [row["ranks"] for row in memory] == [1, 2, 4]

@@ -3,13 +3,15 @@
 Tolerance: the kernel runs the layers in float32 with a rational tanh (within 4e-7 of np.tanh),
 the reference in float64; outputs agree to 1e-5 relative to their scale."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esmpi import kernels, reference
-from esmpi.policy import Actor, PolicySpec, initial_theta
+from esmpi.policy import Actor, PolicySpec, initial_theta, layer_views
 
 TOLERANCE = 1e-5
 
@@ -85,6 +87,30 @@ def test_policy_step_with_default_architecture_and_init():
     low, high = np.array(spec.action_low), np.array(spec.action_high)
     want, _ = reference.policy_step(obs, 0.0, 1.0, 5.0, layers, "tanh", "clip", low, high)
     assert np.allclose(actor.act(obs, theta), want, atol=TOLERANCE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 70), min_size=2, max_size=4),
+    bias=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_dense_layers_add_products_in_row_order_bit_for_bit(sizes, bias, seed):
+    """Every rank must get the same bits whatever its CPU's vector width: each output is the sum
+    of its row products in row order, in float32, with no fused multiply-add. A float32 numpy
+    loop over the rows is that sum written plainly (relu and clip are exact)."""
+    unbounded = dict(action_low=(-1e30,) * sizes[-1], action_high=(1e30,) * sizes[-1])
+    spec = replace(_spec(sizes, "relu", bias, "clip"), **unbounded)
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal(spec.n_params).astype(np.float32)
+    obs = rng.standard_normal(sizes[0]).astype(np.float32)
+    x = np.clip(obs.astype(np.float64), -5.0, 5.0).astype(np.float32)
+    for layer, (weights, layer_bias) in enumerate(layer_views(spec, theta)):
+        y = layer_bias.copy() if layer_bias is not None else np.zeros(weights.shape[1], np.float32)
+        for i in range(weights.shape[0]):
+            y = y + x[i] * weights[i]
+        x = np.maximum(y, np.float32(0)) if layer < len(sizes) - 2 else y
+    assert np.array_equal(Actor(spec).act(obs, theta), x)
 
 
 @pytest.mark.parametrize("dim", [1, 7, 1000])

@@ -27,7 +27,14 @@ import numpy as np
 
 from esmpi import checkpoint, envs, reference
 from esmpi.config import Config
-from esmpi.policy import Actor, PolicySpec, actor_for, initial_theta, spec_for_spaces
+from esmpi.policy import (
+    Actor,
+    PolicySpec,
+    actor_for,
+    cache_aligned_zeros,
+    initial_theta,
+    spec_for_spaces,
+)
 
 DEFAULT_ENVS = ("CartPole-v1", "HalfCheetah-v5", "Hopper-v5", "AntBulletEnv-v0", "CarRacing-v3")
 FORWARD_SHAPES = ((17, 128, 64, 6), (348, 256, 256, 17))
@@ -53,7 +60,8 @@ def forward_microseconds(sizes: tuple[int, ...], calls: int = 20000) -> dict:
         action_high=(1.0,) * n_out,
         action_shape=(n_out,),
     )
-    theta = initial_theta(spec, seed=0)
+    theta = cache_aligned_zeros(spec.n_params)  # as training's buffer of each member's parameters
+    theta[:] = initial_theta(spec, seed=0)
     observations = list(np.random.default_rng(0).standard_normal((1000, sizes[0])))
     actor = Actor(spec)
     low, high = -np.ones(n_out), np.ones(n_out)

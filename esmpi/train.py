@@ -19,7 +19,14 @@ import numpy as np
 from esmpi import checkpoint, envs, es, noise, parallel
 from esmpi.config import Config, UsageError, from_toml, to_toml
 from esmpi.obsnorm import ObsNorm
-from esmpi.policy import Actor, PolicySpec, actor_for, initial_theta, spec_for_spaces
+from esmpi.policy import (
+    Actor,
+    PolicySpec,
+    actor_for,
+    cache_aligned_zeros,
+    initial_theta,
+    spec_for_spaces,
+)
 from esmpi.rollout import EpisodeRules, check_rules, run_episode
 
 # Exit code of a run stopped early by SIGUSR1/SIGTERM after writing its checkpoint: sysexits.h's
@@ -151,7 +158,7 @@ def run_generation(
     table_rows = np.zeros((pairs + 1 + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
     if n_obs_columns:
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
-    member = np.empty(n_params, dtype=np.float32)
+    member = cache_aligned_zeros(n_params)
     rules = EpisodeRules.from_config(config)
     started = time.perf_counter()
     for task in counter.tasks(pairs + 1):

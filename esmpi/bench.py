@@ -330,12 +330,59 @@ def scaling_model(episode_s: float, update_s: float, collective_s: float, popsiz
     return rows
 
 
+def environment_rounds(
+    env_id: str,
+    ranks: int,
+    popsize: int,
+    train_seconds: float,
+    loop_seconds: float,
+    cap: int,
+    folder: str,
+    repeats: int,
+) -> dict:
+    """`repeats` rounds of a training run between two measurements of the loops on `ranks` cores
+    (loops, run, loops, run, ..., loops: each run is bracketed by the loops before and after it).
+    This VM's cores slow down by 10-30% for tens of seconds at a time, so one round can land on a
+    slow spell; the row reports the round of median efficiency and lists every round's."""
+    say(f"{env_id}: loops of env.step on 1 core, then on {ranks} cores at once")
+    solo = concurrent_rates(env_id, 1, loop_seconds, cap)
+    loops = [concurrent_rates(env_id, ranks, loop_seconds, cap)]
+    generations = generations_lasting(train_seconds, loops[0], popsize, ranks)
+    rounds = []
+    for round_index in range(repeats):
+        say(
+            f"{env_id}: round {round_index + 1}/{repeats}, esmpi train on {ranks} ranks, popsize "
+            f"{popsize}, {generations} generations, then the loops again"
+        )
+        trained = train_run(env_id, ranks, popsize, generations, folder, cap)
+        loops.append(concurrent_rates(env_id, ranks, loop_seconds, cap))
+        together = {key: (loops[-2][key] + loops[-1][key]) / 2 for key in loops[-1]}
+        per_rank = trained["steps_per_s_per_rank"]
+        rounds.append(
+            {
+                "env": env_id,
+                "limit_steps_per_s": together["limit"],
+                "bare_steps_per_s": together["bare"],
+                "bare_solo_steps_per_s": solo["bare"],
+                "bare_episode_steps": together["episode_steps"],
+                "policy_share": together["policy_share"],
+                "machine_scaling": together["bare"] / solo["bare"],
+                "train_steps_per_s_per_rank": per_rank,
+                "efficiency": per_rank / together["bare"],
+                "limit_ratio": per_rank / together["limit"],
+                "train": trained,
+            }
+        )
+    median = sorted(rounds, key=lambda row: row["efficiency"])[(len(rounds) - 1) // 2]
+    return {**median, "efficiency_of_each_round": [row["efficiency"] for row in rounds]}
+
+
 def generations_lasting(seconds: float, rates: dict, popsize: int, ranks: int) -> int:
     """Generations of a training run on `ranks` ranks that take about `seconds`, estimated from
-    the bare loop's rate and episode length: short episodes get many generations. At least 2; at
+    the bare loop's rate and episode length: short episodes get many generations. At least 1; at
     most 100, as episodes may grow longer while the policy learns (CartPole's do)."""
     generation_s = (popsize + 1) * rates["episode_steps"] / (ranks * rates["bare"])
-    return max(2, min(100, round(seconds / generation_s)))
+    return max(1, min(100, round(seconds / generation_s)))
 
 
 def run(
@@ -366,30 +413,10 @@ def run(
     report["forward_cnn"] = cnn_forward_microseconds()
     with tempfile.TemporaryDirectory() as folder:
         for env_id in env_ids:
-            say(f"{env_id}: loops of env.step on 1 core, then on {ranks} cores at once")
-            solo = concurrent_rates(env_id, 1, loop_seconds, cap)
-            before = concurrent_rates(env_id, ranks, loop_seconds, cap)
-            generations = generations_lasting(train_seconds, before, popsize, ranks)
-            say(f"{env_id}: esmpi train on {ranks} ranks, popsize {popsize}, {generations} gens")
-            trained = train_run(env_id, ranks, popsize, generations, folder, cap)
-            say(f"{env_id}: the loops on {ranks} cores again (the baseline brackets the run)")
-            after = concurrent_rates(env_id, ranks, loop_seconds, cap)
-            together = {key: (before[key] + after[key]) / 2 for key in before}
-            per_rank = trained["steps_per_s_per_rank"]
             report["environments"].append(
-                {
-                    "env": env_id,
-                    "limit_steps_per_s": together["limit"],
-                    "bare_steps_per_s": together["bare"],
-                    "bare_solo_steps_per_s": solo["bare"],
-                    "bare_episode_steps": together["episode_steps"],
-                    "policy_share": together["policy_share"],
-                    "machine_scaling": together["bare"] / solo["bare"],
-                    "train_steps_per_s_per_rank": per_rank,
-                    "efficiency": per_rank / together["bare"],
-                    "limit_ratio": per_rank / together["limit"],
-                    "train": trained,
-                }
+                environment_rounds(
+                    env_id, ranks, popsize, train_seconds, loop_seconds, cap, folder, repeats
+                )
             )
         cheetah = next((e for e in report["environments"] if e["env"] == "HalfCheetah-v5"), None)
         if cheetah is not None:
@@ -471,18 +498,22 @@ def table(report: dict) -> str:
             f"{row['limit_ratio']:>12.3f}{train['startup_s']:>8.1f}s{train['idle']:>6.1%}   {split}"
         )
     settings = report["settings"]
+    for row in report["environments"]:
+        rounds = ", ".join(f"{value:.3f}" for value in row["efficiency_of_each_round"])
+        lines.append(f"  {row['env']}: efficiency of each round {rounds}")
     lines += [
         "  (env-steps/s. bare 1 core: a loop of env.step with esmpi's policy, alone;",
         f"   limit and bare: the same loop without and with the policy, {settings['ranks']} copies "
         "at once, per copy,",
-        "   measured before and after the training run and averaged; episodes as training's "
+        "   measured before and after each training run and averaged; episodes as training's "
         "(preset rules);",
         "   scaling: bare / bare 1 core, what this machine gives each core when all are busy;",
         "   policy: share of a bare step spent in the policy forward (timed apart on this env's",
         "   observations; the rest is env.step and the loop);",
         f"   train/rank: esmpi train on {settings['ranks']} ranks for gens generations (about "
         f"{settings['train_seconds']:g} s), per rank;",
-        "   efficiency = train/rank / bare;",
+        f"   efficiency = train/rank / bare; each row is the round of median efficiency of "
+        f"{settings['repeats']};",
         "   limit_ratio = train/rank / limit; start-up: to the first generation; idle: mean share",
         f"   of time a rank waited for the busiest one. Episodes end at {settings['max_steps']} "
         "steps at most.)",

@@ -145,12 +145,19 @@ def _add_bench_command(commands) -> None:
     bench.add_argument(
         "--train-seconds",
         type=float,
-        default=6.0,
+        default=5.0,
         help="about how long each training run lasts (its generations are estimated from the "
-        "bare loop; at least 2)",
+        "bare loop; at least 1)",
     )
     bench.add_argument(
-        "--loop-seconds", type=float, default=4.0, help="duration of each bare env.step loop"
+        "--loop-seconds", type=float, default=3.0, help="duration of each bare env.step loop"
+    )
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="training runs per environment, each between two measurements of the loops (the "
+        "median is reported), and 1-rank/2-rank pairs of the strong-scaling runs",
     )
     bench.add_argument(
         "--max-steps", type=int, default=250, help="episode cap in the loops and training runs"
@@ -169,10 +176,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from esmpi import bench
 
-    if args.popsize < 2 or args.popsize % 2 or args.ranks < 1 or args.train_seconds <= 0:
-        raise UsageError(
-            "esmpi bench needs an even --popsize >= 2 and positive --ranks/--train-seconds."
-        )
+    if args.popsize < 2 or args.popsize % 2 or min(args.ranks, args.repeats) < 1:
+        raise UsageError("esmpi bench needs an even --popsize >= 2 and positive --ranks/--repeats.")
+    if args.train_seconds <= 0 or args.loop_seconds <= 0:
+        raise UsageError("esmpi bench needs positive --train-seconds and --loop-seconds.")
     report = bench.run(
         args.envs,
         args.ranks,
@@ -181,6 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
         args.loop_seconds,
         args.max_steps,
         args.big_popsize,
+        args.repeats,
     )
     with open(args.json, "w") as handle:
         json.dump(report, handle, indent=2)

@@ -494,7 +494,8 @@ def table(report: dict) -> str:
         lines.append(
             f"{row['env']:<18}{row['bare_solo_steps_per_s']:>12,.0f}{row['machine_scaling']:>8.2f}"
             f"{row['limit_steps_per_s']:>10,.0f}{row['bare_steps_per_s']:>10,.0f}"
-            f"{row['policy_share']:>7.1%}{train['generations']:>5}{row['train_steps_per_s_per_rank']:>12,.0f}{row['efficiency']:>11.3f}"
+            f"{row['policy_share']:>7.1%}{train['generations']:>5}"
+            f"{row['train_steps_per_s_per_rank']:>12,.0f}{row['efficiency']:>11.3f}"
             f"{row['limit_ratio']:>12.3f}{train['startup_s']:>8.1f}s{train['idle']:>6.1%}   {split}"
         )
     settings = report["settings"]

@@ -368,3 +368,44 @@ def fetch_and_increment(counter):
     """Atomically add 1 to counter[0] and return its old value: safe between processes that share
     the memory (the node-shared task counter), with no MPI call and no waiting on another rank."""
     return _atomic_add(counter, 1)
+
+
+# numpy's SeedSequence constants (numpy/random/bit_generator.pyx), stable across numpy releases.
+_SS_INIT_A, _SS_MULT_A = np.uint64(0x43B0D7E5), np.uint64(0x931E8875)
+_SS_INIT_B, _SS_MULT_B = np.uint64(0x8B51F9DD), np.uint64(0x58F38DED)
+_SS_MIX_LEFT, _SS_MIX_RIGHT = np.uint64(0xCA01F9DD), np.uint64(0x4973F715)
+_SS_POOL = 4
+_LOW32, _SHIFT16 = np.uint64(0xFFFFFFFF), np.uint64(16)
+
+
+@numba.njit(inline="always")
+def _hash_mix(value, hash_const):
+    """numpy's hashmix on 32-bit words held in uint64: (mixed value, next hash constant)."""
+    value ^= hash_const
+    hash_const = (hash_const * _SS_MULT_A) & _LOW32
+    value = (value * hash_const) & _LOW32
+    return value ^ (value >> _SHIFT16), hash_const
+
+
+@numba.njit("uint64[::1](uint32)", cache=True)
+def seed_sequence_words(seed):
+    """np.random.SeedSequence(seed).generate_state(4, np.uint64) for a seed below 2**32, without
+    numpy's Python-level object: the four words PCG64(seed) is initialised from."""
+    pool = np.zeros(_SS_POOL, np.uint64)
+    hash_const = _SS_INIT_A
+    for i in range(_SS_POOL):  # the seed is one 32-bit word; the rest of the pool hashes zeros
+        pool[i], hash_const = _hash_mix(np.uint64(seed) if i == 0 else np.uint64(0), hash_const)
+    for source in range(_SS_POOL):
+        for target in range(_SS_POOL):
+            if source != target:
+                hashed, hash_const = _hash_mix(pool[source], hash_const)
+                mixed = (_SS_MIX_LEFT * pool[target] - _SS_MIX_RIGHT * hashed) & _LOW32
+                pool[target] = mixed ^ (mixed >> _SHIFT16)
+    words = np.zeros(_SS_POOL, np.uint64)
+    hash_const = _SS_INIT_B
+    for i in range(2 * _SS_POOL):  # eight 32-bit words, little-endian pairs of each uint64
+        value = pool[i % _SS_POOL] ^ hash_const
+        hash_const = (hash_const * _SS_MULT_B) & _LOW32
+        value = (value * hash_const) & _LOW32
+        words[i // 2] |= (value ^ (value >> _SHIFT16)) << np.uint64(32 * (i % 2))
+    return words

@@ -96,3 +96,8 @@ def cnn_step(obs, spec, theta):
             x = activation(x)
     low, high = np.array(spec.action_low), np.array(spec.action_high)
     return map_outputs(x, spec.output, low, high)
+
+
+def seed_sequence_words(seed):
+    """The four words numpy's PCG64(seed) starts from, as numpy computes them."""
+    return np.random.SeedSequence(seed).generate_state(4, np.uint64)

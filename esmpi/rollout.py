@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from esmpi import envs
 from esmpi.config import UsageError
 
 # pybullet_envs_gymnasium's locomotion envs keep this step's reward terms in env.unwrapped.rewards:
@@ -55,7 +56,7 @@ def run_episode(
     """
     if rules != NO_RULES:
         return _ruled_episode(env, actor, theta, seed, horizon, rules)
-    obs, _ = env.reset(seed=int(seed))
+    obs, _ = envs.reset(env, int(seed))
     total = 0.0
     act, step = actor.act, env.step
     for steps in range(1, horizon + 1):
@@ -67,7 +68,7 @@ def run_episode(
 
 
 def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tuple[float, int]:
-    obs, _ = env.reset(seed=int(seed))
+    obs, _ = envs.reset(env, int(seed))
     act, step = actor.act, env.step
     idle = zero_action(env.action_space)
     endless = rules.ignore_terminated

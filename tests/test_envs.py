@@ -49,6 +49,49 @@ def test_unwrapped_stepping_gives_the_same_returns_as_gymnasium(env_id):
     assert ours == theirs
 
 
+@pytest.mark.parametrize(
+    "env_id, in_place",
+    [
+        ("CartPole-v1", True),
+        ("Acrobot-v1", True),
+        ("MountainCarContinuous-v0", True),
+        ("LunarLander-v3", True),
+        ("BipedalWalker-v3", True),
+        ("CarRacing-v3", True),  # through its preset's grayscale, resize and frame stack
+        ("Hopper-v5", True),
+        ("FrozenLake-v1", True),
+        ("Blackjack-v1", True),
+        ("AntBulletEnv-v0", False),  # pybullet seeds its robot's own generator too
+    ],
+)
+def test_seeded_reset_is_gymnasiums(env_id, in_place):
+    """envs.reset(env, seed) gives the episode env.reset(seed=seed) gives: the same observations,
+    rewards and ends under the same actions, for several seeds in turn, and the same
+    np_random_seed; Gymnasium's own environments get it without a new generator."""
+    from esmpi import presets
+
+    config, _ = presets.resolve({"env": env_id})
+    _, ours, _ = envs.make_for_rollouts(config, quiet=True)
+    _, theirs, _ = envs.make_for_rollouts(config, quiet=True)
+    envs.first_reset(ours, 0)
+    envs.first_reset(theirs, 0)
+    actions = ours.action_space
+    actions.seed(1)
+    for seed in (7, 2**31 - 1, 123456):
+        generator = ours.unwrapped.np_random
+        first, _ = envs.reset(ours, seed)
+        assert (ours.unwrapped.np_random is generator) == in_place
+        expected, _ = theirs.reset(seed=seed)
+        assert np.array_equal(first, expected)
+        assert ours.unwrapped.np_random_seed == theirs.unwrapped.np_random_seed
+        for _ in range(40):
+            action = actions.sample()
+            step, their_step = ours.step(action), theirs.step(action)
+            assert np.array_equal(step[0], their_step[0]) and step[1:4] == their_step[1:4]
+            if step[2] or step[3]:
+                break
+
+
 def test_env_kwargs_and_max_steps():
     env = envs.make_env("Pendulum-v1", {"g": 3.0})
     assert env.unwrapped.g == 3.0

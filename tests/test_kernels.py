@@ -122,3 +122,14 @@ def test_weighted_noise_sum_matches_numpy(dim):
     out = np.empty(dim)
     kernels.weighted_noise_sum(table, offsets, weights, out)
     assert np.allclose(out, reference.weighted_noise_sum(table, offsets, weights, dim), rtol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([0, 1, 2**31 - 1, 2**32 - 1])))
+def test_seed_sequence_words_and_pcg64_state_are_numpys(seed):
+    """Exact: envs.reset puts this state into an environment's generator instead of the one
+    env.reset(seed=seed) would build."""
+    from esmpi.envs import pcg64_state
+
+    assert np.array_equal(kernels.seed_sequence_words(seed), reference.seed_sequence_words(seed))
+    assert pcg64_state(seed) == np.random.PCG64(seed).state

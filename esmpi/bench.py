@@ -1,16 +1,21 @@
 """`esmpi bench`: where training time goes, measured against what the simulator allows.
 
-For each environment, in one run on this machine:
-  limit  a loop of env.step with a fixed action and no policy at all (one core),
+For each environment, in one mpiexec job on this machine:
+  limit  a loop of env.step with a fixed action and no policy at all (one per core),
   bare   the same loop with esmpi's policy and a fixed parameter vector: the best any trainer
          built on this environment and policy could do per core,
-  train  the real `esmpi train` under mpiexec for the generations that take about
-         --train-seconds: env-steps/s per rank,
-and efficiency = train / bare, limit_ratio = train / limit. Also: the policy forward per step
-(numba against the numpy reference), the split of a generation (rollouts, load-imbalance idle,
-update, checkpoint, everything else), start-up time, strong scaling from 1 to 2 ranks, noise-table
-memory per rank, and a model of generation time for 1 to 1024 ranks built from these parts.
-Absolute numbers drift on shared machines; the ratios are measured within one run.
+  train  esmpi's training as `esmpi train` runs it (train.prepare, then Trainer.generation, the
+         loop's body), in blocks of the generations that take about --train-seconds, each block
+         between two measurements of the loops: env-steps/s per rank,
+and efficiency = train / bare, limit_ratio = train / limit. This VM's cores change speed by 10-40%
+for seconds at a time, so the loops and the training they are compared with run in the same
+processes, a second or two apart, and each environment gets --repeats such rounds (fewer, but
+at least MIN_ROUNDS, when one generation outlasts a block). Also: the
+policy forward per step (numba against the numpy reference), the split of a generation
+(rollouts, load-imbalance idle, update, checkpoint, everything else), start-up time, strong
+scaling from 1 to 2 ranks (alternating blocks, also in one job), noise-table memory per rank, and
+a model of generation time for 1 to 1024 ranks built from these parts (from a real
+`esmpi train` run at a large population).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 
 import numpy as np
 
-from esmpi import checkpoint, envs, reference
+from esmpi import checkpoint, envs, parallel, reference
 from esmpi.config import Config
 from esmpi.policy import (
     Actor,
@@ -40,6 +45,8 @@ DEFAULT_ENVS = ("CartPole-v1", "HalfCheetah-v5", "Hopper-v5", "AntBulletEnv-v0",
 FORWARD_SHAPES = ((17, 128, 64, 6), (348, 256, 256, 17))
 # The CNN policy of the CarRacing-v3 preset: one 96x96 grayscale frame, 3 actions.
 CNN_FORWARD_ENV = "CarRacing-v3"
+# Rounds of loops and training an environment gets at least, however long its generations.
+MIN_ROUNDS = 3
 SCALING_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -125,27 +132,41 @@ def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) ->
     return {"shape": f"cnn {shape}->{'->'.join(map(str, spec.sizes))}", "env": env_id, **timings}
 
 
-def single_core_rates(env_id: str, seconds: float, cap: int) -> dict:
-    """env-steps/s of a plain loop of env.step without a policy (limit) and with esmpi's (bare),
-    each for about `seconds`, and the mean episode length of the bare loop. Episodes are the ones
-    training runs: the environment's preset as `esmpi train` resolves it, its zero-action burn-in
-    and its ends (the environment's, `--ignore-terminated`, `--early-stop` on the reward, or `cap`
-    steps), so that the loops simulate the same kind of states training does."""
-    from esmpi import presets
-    from esmpi.rollout import NO_RULES, PROGRESS_TERM, EpisodeRules, progress_terms, zero_action
+class BareLoops:
+    """Single-core loops of env.step on one environment of its own: without a policy (limit) and
+    with esmpi's policy and a fixed parameter vector (bare). Episodes are the ones training runs:
+    the environment's preset as `esmpi train` resolves it, its zero-action burn-in and its ends
+    (the environment's, `--ignore-terminated`, `--early-stop` on the reward, or `cap` steps), so
+    that the loops simulate the same kind of states training does. The loop is written out here,
+    not taken from rollout.py, so that a slower rollout shows up in `efficiency`; it mirrors
+    rollout._ruled_episode's rules (change both together)."""
 
-    config, _ = presets.resolve({"env": env_id})
-    made, env, _ = envs.make_for_rollouts(config, quiet=True)
-    spec = spec_for_spaces(env.observation_space, env.action_space, config)
-    actor, theta = actor_for(spec, config.obs_clip), initial_theta(spec, seed=0)
-    rules = EpisodeRules.from_config(config)
-    ruled = rules != NO_RULES
-    fixed_action, idle = env.action_space.sample(), zero_action(env.action_space)
-    patience = rules.early_stop or cap + 1
-    terms = progress_terms(env) if rules.fitness == "progress" else None
-    envs.first_reset(made, 0)
+    def __init__(self, env_id: str, cap: int):
+        from esmpi import presets
+        from esmpi.rollout import EpisodeRules, progress_terms, zero_action
 
-    def loop(policy) -> tuple[float, float]:
+        config, _ = presets.resolve({"env": env_id})
+        self.made, self.env, _ = envs.make_for_rollouts(config, quiet=True)
+        spec = spec_for_spaces(self.env.observation_space, self.env.action_space, config)
+        self.actor, self.theta = actor_for(spec, config.obs_clip), initial_theta(spec, seed=0)
+        self.rules, self.cap = EpisodeRules.from_config(config), cap
+        self.fixed_action = self.env.action_space.sample()
+        self.idle = zero_action(self.env.action_space)
+        self.terms = progress_terms(self.env) if self.rules.fitness == "progress" else None
+        envs.first_reset(self.made, 0)
+
+    def rates(self, seconds: float) -> dict:
+        """env-steps/s of the limit and the bare loop, each run for about `seconds`, and the bare
+        loop's mean episode length."""
+        limit, _ = self._loop(lambda obs: self.fixed_action, seconds)
+        bare, episode_steps = self._loop(lambda obs: self.actor.act(obs, self.theta), seconds)
+        return {"limit": limit, "bare": bare, "episode_steps": episode_steps}
+
+    def _loop(self, policy, seconds: float) -> tuple[float, float]:
+        from esmpi.rollout import NO_RULES, PROGRESS_TERM
+
+        env, rules, cap = self.env, self.rules, self.cap
+        ruled, patience = rules != NO_RULES, rules.early_stop or cap + 1
         steps, episodes = 0, 0
         started = time.perf_counter()
         deadline = started + seconds
@@ -154,31 +175,24 @@ def single_core_rates(env_id: str, seconds: float, cap: int) -> dict:
             episodes += 1
             negative_run = 0
             for step in range(1, cap + 1):
-                action = idle if step <= rules.burn_in else policy(obs)
+                action = self.idle if step <= rules.burn_in else policy(obs)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 if (terminated and not rules.ignore_terminated) or truncated:
                     break
-                if ruled and step > rules.burn_in:  # rollout._ruled_episode's early stop
-                    score = reward if terms is None else terms.rewards[PROGRESS_TERM]
+                if ruled and step > rules.burn_in:
+                    score = reward if self.terms is None else self.terms.rewards[PROGRESS_TERM]
                     negative_run = negative_run + 1 if score < 0 else 0
                     if negative_run > patience and step > rules.early_stop_after:
                         break
             steps += step
         return steps / (time.perf_counter() - started), steps / episodes
 
-    limit, _ = loop(lambda obs: fixed_action)
-    bare, episode_steps = loop(lambda obs: actor.act(obs, theta))
-    # The policy's share of a step: its forward pass timed apart, on observations of this
-    # environment, times the bare loop's steps per second.
-    seen = visited_observations(env, lambda obs: actor.act(obs, theta), 200)
-    forward_us = best_microseconds(lambda obs: actor.act(obs, theta), seen, 1000)
-    env.close()
-    return {
-        "limit": limit,
-        "bare": bare,
-        "episode_steps": episode_steps,
-        "policy_share": forward_us * 1e-6 * bare,
-    }
+    def policy_share(self, bare_steps_per_s: float) -> float:
+        """The policy's share of a bare step: its forward pass timed apart, on observations of
+        this environment, times the bare loop's steps per second."""
+        policy = lambda obs: self.actor.act(obs, self.theta)  # noqa: E731
+        seen = visited_observations(self.env, policy, 200)
+        return best_microseconds(policy, seen, 1000) * 1e-6 * bare_steps_per_s
 
 
 def visited_observations(env, policy, count: int) -> list:
@@ -193,28 +207,141 @@ def visited_observations(env, policy, count: int) -> list:
     return seen
 
 
-def rates_probe(env_id: str, seconds: float, cap: int) -> None:
-    """Run under mpiexec: every rank measures single_core_rates at once; rank 0 prints them."""
-    from esmpi import parallel
+def seconds_since_process_start() -> float:
+    """Wall time since this process started (Linux /proc; 10 ms resolution)."""
+    with open("/proc/self/stat") as handle:
+        after_name = handle.read().rsplit(")", 1)[1].split()
+    with open("/proc/uptime") as handle:
+        uptime = float(handle.read().split()[0])
+    return uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
 
-    comm = parallel.world()
-    rows = comm.gather(single_core_rates(env_id, seconds, cap), root=0)
-    if comm.Get_rank() == 0:
-        print(json.dumps(rows))
 
-
-def concurrent_rates(env_id: str, copies: int, seconds: float, cap: int) -> dict:
-    """single_core_rates per copy, with `copies` loops running at once (one per core, as the
-    ranks of a training run are): the fair baseline for a run on that many ranks."""
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    code = f"from esmpi.bench import rates_probe; rates_probe({env_id!r}, {seconds}, {cap})"
-    result = subprocess.run(
-        [mpiexec, "-n", str(copies), sys.executable, "-c", code], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
-    rows = json.loads(result.stdout)
+def rates_on_every_rank(comm, loops: BareLoops, seconds: float) -> dict:
+    """BareLoops.rates on all ranks at once (one loop per core, as training's ranks run), the
+    mean over ranks."""
+    comm.Barrier()
+    rows = comm.allgather(loops.rates(seconds))
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+
+
+def rates_alone(comm, loops: BareLoops, seconds: float) -> dict:
+    """BareLoops.rates on rank 0 while the other ranks sleep: one busy core."""
+    comm.Barrier()
+    rates = loops.rates(seconds) if comm.Get_rank() == 0 else {}
+    parallel.rest_until_all_arrive(comm)
+    return comm.bcast(rates, root=0)
+
+
+def probe_config(env_id: str, popsize: int, cap: int, folder: str, name: str) -> Config:
+    """The config `esmpi train --env env_id --popsize popsize --max-steps cap` resolves to, run in
+    `folder`/`name` until the bench stops calling generations."""
+    from esmpi import presets
+
+    values = {"env": env_id, "popsize": popsize, "max_steps": cap, "generations": 1 << 40}
+    config, _ = presets.resolve({**values, "folder": folder, "run_name": name})
+    return config
+
+
+def generations_block(trainer, min_steps: int) -> dict:
+    """Run generations of `trainer` (a train.Trainer) until they have taken `min_steps`
+    env-steps (at least one generation; every rank counts the same steps, so all run the same
+    generations), and summarise them."""
+    history = trainer.run.history
+    first = len(history)
+    start = history[first - 1]["timesteps"] if first else 0
+    trainer.generation()
+    while history[-1]["timesteps"] - start < min_steps:
+        trainer.generation()
+    return summary_of_rows(history[first:], history[first - 1] if first else None)
+
+
+def summary_of_rows(rows, previous) -> dict:
+    """Generations, steps and seconds of consecutive history rows of a run (rank 0's timings)
+    since the `previous` row (None: since the start), and how those seconds were spent."""
+    rows = np.array(rows, dtype=checkpoint.HISTORY_DTYPE)
+    before = (0, 0.0) if previous is None else (previous["timesteps"], previous["wall_s"])
+    return {
+        "generations": len(rows),
+        "steps": int(rows["timesteps"][-1] - before[0]),
+        "seconds": float(rows["wall_s"][-1] - before[1]),
+        **{
+            key: float(rows[f"{key}_s"].sum())
+            for key in ("rollout", "idle", "update", "checkpoint")
+        },
+    }
+
+
+def environment_probe(settings: dict) -> None:
+    """Run under mpiexec (see environment_rounds): every rank makes its BareLoops and prepares
+    `esmpi train` (train.prepare, as the command does), then alternates the loops with blocks of
+    generations of that training; rank 0 prints the measurements as one JSON line."""
+    from esmpi import train
+
+    env_id, cap, loop_s = settings["env"], settings["max_steps"], settings["loop_seconds"]
+    comm = parallel.world()
+    ranks = comm.Get_size()
+    loops = BareLoops(env_id, cap)
+    config = probe_config(env_id, settings["popsize"], cap, settings["folder"], settings["name"])
+    trainer = train.prepare(config, comm)
+    startup_s = comm.allreduce(seconds_since_process_start(), op=max)
+    trainer.generation()  # warm-up: first calls of every kernel, first pages of the table
+    loops.rates(min(loop_s, 0.5))
+    solo = rates_alone(comm, loops, loop_s)
+    measured = [rates_on_every_rank(comm, loops, loop_s)]
+    # Blocks of about train_seconds at the loop's rate; episodes in training differ in length
+    # from the loop's (CartPole's grow, Hopper's perturbed walkers fall), so count steps.
+    min_steps = round(settings["train_seconds"] * measured[0]["bare"] * ranks)
+    budget_s = settings["repeats"] * (settings["train_seconds"] + 2 * loop_s) * 1.5
+    blocks, started = [], time.perf_counter()
+    for index in range(settings["repeats"]):
+        comm.Barrier()
+        blocks.append(generations_block(trainer, min_steps))
+        measured.append(rates_on_every_rank(comm, loops, loop_s))
+        # Environments whose one generation outlasts the block (PyBullet's Ant, CarRacing) stop
+        # after MIN_ROUNDS once the rounds have taken 1.5 times what they would have.
+        spent = comm.bcast(time.perf_counter() - started)
+        if index + 1 >= MIN_ROUNDS and spent > budget_s:
+            break
+    if comm.Get_rank() == 0:
+        share = loops.policy_share(float(np.mean([m["bare"] for m in measured])))
+        result = {"startup_s": startup_s, "solo": solo, "loops": measured, "blocks": blocks}
+        print(json.dumps({**result, "policy_share": share}))
+
+
+def scaling_probe(settings: dict) -> None:
+    """Run under mpiexec -n 2 (see strong_scaling): blocks of generations on both ranks
+    alternating with blocks of a run of the same population on rank 0 alone while rank 1 sleeps;
+    rank 0 prints the blocks as one JSON line."""
+    from esmpi import train
+
+    env_id, popsize, cap = settings["env"], settings["popsize"], settings["max_steps"]
+    comm = parallel.world()
+    both = train.prepare(probe_config(env_id, popsize, cap, settings["folder"], "both"), comm)
+    alone = None
+    if comm.Get_rank() == 0:
+        config = probe_config(env_id, popsize, cap, settings["folder"], "alone")
+        alone = train.prepare(config, parallel.self_comm())
+    pairs = []
+    for index in range(settings["repeats"] + 1):  # the first pair warms up
+        comm.Barrier()
+        two = generations_block(both, settings["min_steps"])
+        one = generations_block(alone, settings["min_steps"]) if alone is not None else None
+        parallel.rest_until_all_arrive(comm)
+        if index:
+            pairs.append({"two_ranks": two, "one_rank": one})
+    if comm.Get_rank() == 0:
+        print(json.dumps(pairs))
+
+
+def run_probe(probe: str, ranks: int, settings: dict):
+    """Run bench.`probe`(settings) on `ranks` ranks under mpiexec; what rank 0 printed last."""
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    code = f"import json, sys; from esmpi import bench; bench.{probe}(json.loads(sys.argv[1]))"
+    command = [mpiexec, "-n", str(ranks), sys.executable, "-c", code, json.dumps(settings)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench {probe} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def train_run(
@@ -233,32 +360,8 @@ def train_run(
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
     history = checkpoint.load(os.path.join(folder, name)).history
-    generation_s = np.diff(np.concatenate([[0.0], history["wall_s"]]))
-    steps = int(history["timesteps"][-1])
-    wall = float(history["wall_s"][-1])
-    rollout, idle = float(history["rollout_s"].sum()), float(history["idle_s"].sum())
-    update, writing = float(history["update_s"].sum()), float(history["checkpoint_s"].sum())
-    return {
-        "ranks": ranks,
-        "popsize": popsize,
-        "generations": generations,
-        "steps": steps,
-        "steps_per_s_per_rank": steps / wall / ranks,
-        "generation_s": float(generation_s.mean()),
-        "startup_s": total - wall,
-        # Shares of wall time: the busiest rank's episodes, the update, checkpoint writing, and
-        # the rest (noise offsets, collectives, bookkeeping). Idle is the mean share of time a
-        # rank waited for the busiest one (it overlaps the busiest rank's rollouts).
-        "split": {
-            "rollouts": rollout / wall,
-            "update": update / wall,
-            "checkpoint": writing / wall,
-            "other": max(wall - rollout - update - writing, 0.0) / wall,
-        },
-        "idle": idle / wall,
-        "update_s": update / generations,
-        "rollout_s": rollout / generations,
-    }
+    block = summary_of_rows(history, None)
+    return training_figures(block, ranks, popsize, total - block["seconds"])
 
 
 def memory_probe() -> None:
@@ -340,24 +443,33 @@ def environment_rounds(
     folder: str,
     repeats: int,
 ) -> dict:
-    """`repeats` rounds of a training run between two measurements of the loops on `ranks` cores
-    (loops, run, loops, run, ..., loops: each run is bracketed by the loops before and after it).
-    This VM's cores slow down by 10-30% for tens of seconds at a time, so one round can land on a
-    slow spell; the row reports the round of median efficiency and lists every round's."""
-    say(f"{env_id}: loops of env.step on 1 core, then on {ranks} cores at once")
-    solo = concurrent_rates(env_id, 1, loop_seconds, cap)
-    loops = [concurrent_rates(env_id, ranks, loop_seconds, cap)]
-    generations = generations_lasting(train_seconds, loops[0], popsize, ranks)
+    """`repeats` rounds (fewer, down to MIN_ROUNDS, for long generations) of a block of training
+    generations between two measurements of the loops on `ranks` cores, all in one mpiexec job
+    (environment_probe): loops, generations, loops, generations, ..., loops. This VM's cores slow
+    down by 10-40% for seconds at a time, so the loops and the training they are compared with
+    must run close together: each block lasts about `train_seconds` and is compared with the
+    loops just before and after it. The row reports the
+    round of median efficiency and lists every round's."""
+    say(
+        f"{env_id}: up to {repeats} rounds of the loops on {ranks} cores at once and esmpi "
+        f"training on {ranks} ranks, popsize {popsize}"
+    )
+    settings = {
+        "env": env_id,
+        "popsize": popsize,
+        "max_steps": cap,
+        "loop_seconds": loop_seconds,
+        "train_seconds": train_seconds,
+        "repeats": repeats,
+        "folder": folder,
+        "name": f"{env_id.replace('/', '-')}__{ranks}__{popsize}",
+    }
+    probe = run_probe("environment_probe", ranks, settings)
+    loops, solo = probe["loops"], probe["solo"]
     rounds = []
-    for round_index in range(repeats):
-        say(
-            f"{env_id}: round {round_index + 1}/{repeats}, esmpi train on {ranks} ranks, popsize "
-            f"{popsize}, {generations} generations, then the loops again"
-        )
-        trained = train_run(env_id, ranks, popsize, generations, folder, cap)
-        loops.append(concurrent_rates(env_id, ranks, loop_seconds, cap))
-        together = {key: (loops[-2][key] + loops[-1][key]) / 2 for key in loops[-1]}
-        per_rank = trained["steps_per_s_per_rank"]
+    for index, block in enumerate(probe["blocks"]):
+        together = {key: (loops[index][key] + loops[index + 1][key]) / 2 for key in loops[0]}
+        per_rank = block["steps"] / block["seconds"] / ranks
         rounds.append(
             {
                 "env": env_id,
@@ -365,24 +477,66 @@ def environment_rounds(
                 "bare_steps_per_s": together["bare"],
                 "bare_solo_steps_per_s": solo["bare"],
                 "bare_episode_steps": together["episode_steps"],
-                "policy_share": together["policy_share"],
+                "policy_share": probe["policy_share"],
                 "machine_scaling": together["bare"] / solo["bare"],
                 "train_steps_per_s_per_rank": per_rank,
                 "efficiency": per_rank / together["bare"],
                 "limit_ratio": per_rank / together["limit"],
-                "train": trained,
+                "train": training_figures(block, ranks, popsize, probe["startup_s"]),
             }
         )
     median = sorted(rounds, key=lambda row: row["efficiency"])[(len(rounds) - 1) // 2]
     return {**median, "efficiency_of_each_round": [row["efficiency"] for row in rounds]}
 
 
-def generations_lasting(seconds: float, rates: dict, popsize: int, ranks: int) -> int:
-    """Generations of a training run on `ranks` ranks that take about `seconds`, estimated from
-    the bare loop's rate and episode length: short episodes get many generations. At least 1; at
-    most 100, as episodes may grow longer while the policy learns (CartPole's do)."""
-    generation_s = (popsize + 1) * rates["episode_steps"] / (ranks * rates["bare"])
-    return max(1, min(100, round(seconds / generation_s)))
+def training_figures(block: dict, ranks: int, popsize: int, startup_s: float) -> dict:
+    """A block of generations as the report shows it. Shares of its time: the busiest rank's
+    episodes, the update, checkpoint writing on rank 0 (the other ranks go on with the next
+    generation's episodes meanwhile, so it may overlap the rollouts), and the rest (noise
+    offsets, collectives, bookkeeping); idle is the mean share of time a rank waited for the
+    busiest one (it overlaps the busiest rank's rollouts)."""
+    wall, generations = block["seconds"], block["generations"]
+    rollout, update, writing = block["rollout"], block["update"], block["checkpoint"]
+    return {
+        "ranks": ranks,
+        "popsize": popsize,
+        "generations": generations,
+        "steps": block["steps"],
+        "steps_per_s_per_rank": block["steps"] / wall / ranks,
+        "generation_s": wall / generations,
+        "startup_s": startup_s,
+        "split": {
+            "rollouts": rollout / wall,
+            "update": update / wall,
+            "checkpoint": writing / wall,
+            "other": max(wall - rollout - update - writing, 0.0) / wall,
+        },
+        "idle": block["idle"] / wall,
+        "update_s": update / generations,
+        "rollout_s": rollout / generations,
+    }
+
+
+def strong_scaling(
+    env_id: str, popsize: int, min_steps: int, cap: int, folder: str, repeats: int
+) -> dict:
+    """Training on 1 and on 2 ranks, the same population, in alternating blocks of one mpiexec
+    job (scaling_probe): efficiency = 2-rank steps/s / (2 x 1-rank steps/s), per pair of blocks
+    and as the ratio of the medians."""
+    settings = {"env": env_id, "popsize": popsize, "max_steps": cap, "folder": folder}
+    settings.update(min_steps=min_steps, repeats=repeats)
+    pairs = run_probe("scaling_probe", 2, settings)
+    one = [pair["one_rank"]["steps"] / pair["one_rank"]["seconds"] for pair in pairs]
+    two = [pair["two_ranks"]["steps"] / pair["two_ranks"]["seconds"] for pair in pairs]
+    return {
+        "env": env_id,
+        "popsize": popsize,
+        "generations": [pair["two_ranks"]["generations"] for pair in pairs],
+        "steps_per_s_1_rank": float(np.median(one)),
+        "steps_per_s_2_ranks": float(np.median(two)),
+        "efficiency": float(np.median(two) / (2 * np.median(one))),
+        "efficiency_of_each_pair": [b / (2 * a) for a, b in zip(one, two, strict=True)],
+    }
 
 
 def run(
@@ -393,7 +547,7 @@ def run(
     loop_seconds: float,
     cap: int,
     big_popsize: int = 256,
-    repeats: int = 3,
+    repeats: int = 7,
 ) -> dict:
     report: dict = {
         "machine": {"cpus": os.cpu_count()},
@@ -421,27 +575,18 @@ def run(
         cheetah = next((e for e in report["environments"] if e["env"] == "HalfCheetah-v5"), None)
         if cheetah is not None:
             say(
-                f"HalfCheetah-v5: strong scaling 1 -> 2 ranks ({repeats} runs each, alternating), "
-                f"and the update at popsize {big_popsize}"
+                f"HalfCheetah-v5: strong scaling 1 -> 2 ranks ({repeats} pairs of alternating "
+                f"blocks), and the update at popsize {big_popsize}"
             )
-            generations = cheetah["train"]["generations"]
-            one_s, two_s = [], []
-            for _ in range(repeats):
-                one_s.append(train_run("HalfCheetah-v5", 1, popsize, generations, folder, cap))
-                two_s.append(train_run("HalfCheetah-v5", 2, popsize, generations, folder, cap))
-            one = float(np.median([run["generation_s"] for run in one_s]))
-            two = float(np.median([run["generation_s"] for run in two_s]))
             report["strong_scaling"] = {
-                "env": "HalfCheetah-v5",
-                "popsize": popsize,
-                "generations": generations,
-                "generation_s_1_rank": one,
-                "generation_s_2_ranks": two,
-                "efficiency": one / (2 * two),
-                "efficiency_of_each_pair": [
-                    a["generation_s"] / (2 * b["generation_s"])
-                    for a, b in zip(one_s, two_s, strict=True)
-                ],
+                **strong_scaling(
+                    "HalfCheetah-v5",
+                    popsize,
+                    cheetah["train"]["steps"],
+                    cap,
+                    folder,
+                    repeats,
+                ),
                 "machine_scaling": cheetah["machine_scaling"],
             }
             big = train_run("HalfCheetah-v5", ranks, big_popsize, 2, folder, cap)
@@ -503,19 +648,22 @@ def table(report: dict) -> str:
         rounds = ", ".join(f"{value:.3f}" for value in row["efficiency_of_each_round"])
         lines.append(f"  {row['env']}: efficiency of each round {rounds}")
     lines += [
-        "  (env-steps/s. bare 1 core: a loop of env.step with esmpi's policy, alone;",
+        "  (env-steps/s. bare 1 core: a loop of env.step with esmpi's policy on one core, the "
+        "others idle;",
         f"   limit and bare: the same loop without and with the policy, {settings['ranks']} copies "
         "at once, per copy,",
-        "   measured before and after each training run and averaged; episodes as training's "
-        "(preset rules);",
-        "   scaling: bare / bare 1 core, what this machine gives each core when all are busy;",
+        "   measured before and after each block of training generations and averaged; episodes "
+        "as training's",
+        "   (preset rules); scaling: bare / bare 1 core, what this machine gives each core when "
+        "all are busy;",
         "   policy: share of a bare step spent in the policy forward (timed apart on this env's",
         "   observations; the rest is env.step and the loop);",
-        f"   train/rank: esmpi train on {settings['ranks']} ranks for gens generations (about "
-        f"{settings['train_seconds']:g} s), per rank;",
-        f"   efficiency = train/rank / bare; each row is the round of median efficiency of "
-        f"{settings['repeats']};",
-        "   limit_ratio = train/rank / limit; start-up: to the first generation; idle: mean share",
+        f"   train/rank: esmpi training on {settings['ranks']} ranks, in blocks of gens "
+        f"generations (about {settings['train_seconds']:g} s), per rank;",
+        "   efficiency = train/rank / bare; each row is the round of median efficiency (all "
+        "rounds below);",
+        "   limit_ratio = train/rank / limit; start-up: process start to the first generation; "
+        "idle: mean share",
         f"   of time a rank waited for the busiest one. Episodes end at {settings['max_steps']} "
         "steps at most.)",
     ]
@@ -524,14 +672,16 @@ def table(report: dict) -> str:
         lines.append("")
         lines.append(
             f"strong scaling {scaling['env']} popsize {scaling['popsize']}: "
-            f"{scaling['generation_s_1_rank']:.2f} s/gen on 1 rank, "
-            f"{scaling['generation_s_2_ranks']:.2f} s/gen on 2 (medians): "
+            f"{scaling['steps_per_s_1_rank']:,.0f} steps/s on 1 rank, "
+            f"{scaling['steps_per_s_2_ranks']:,.0f} on 2 (medians): "
             f"efficiency {scaling['efficiency']:.3f}"
         )
         pairs = ", ".join(f"{value:.3f}" for value in scaling["efficiency_of_each_pair"])
         lines.append(
-            f"  each 1-rank/2-rank pair of runs: {pairs}; this machine's own scaling of the bare "
-            f"loop: {scaling['machine_scaling']:.2f}"
+            f"  each pair of blocks of {max(scaling['generations'])} generations or fewer, on 2 "
+            f"ranks then on 1 (the other core idle): {pairs}; this machine's own scaling of the "
+            "bare loop: "
+            f"{scaling['machine_scaling']:.2f}"
         )
         overhead = report["overhead_big_population"]
         lines.append(

@@ -23,6 +23,7 @@ the previous one, so a crash at any moment leaves a complete file behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -96,6 +97,7 @@ class Checkpoint:
     history: np.ndarray  # HISTORY_DTYPE rows
 
 
+@functools.cache  # reading the packages' metadata took ~15 ms, half of a checkpoint write
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

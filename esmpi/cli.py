@@ -145,19 +145,22 @@ def _add_bench_command(commands) -> None:
     bench.add_argument(
         "--train-seconds",
         type=float,
-        default=5.0,
-        help="about how long each training run lasts (its generations are estimated from the "
-        "bare loop; at least 1)",
+        default=2.0,
+        help="about how long each block of training generations lasts (its generations are "
+        "estimated from the bare loop; at least 1)",
     )
     bench.add_argument(
-        "--loop-seconds", type=float, default=3.0, help="duration of each bare env.step loop"
+        "--loop-seconds",
+        type=float,
+        default=1.0,
+        help="duration of each loop of env.step (with and without the policy)",
     )
     bench.add_argument(
         "--repeats",
         type=int,
-        default=3,
-        help="training runs per environment, each between two measurements of the loops (the "
-        "median is reported), and 1-rank/2-rank pairs of the strong-scaling runs",
+        default=7,
+        help="blocks of training generations per environment, each between two measurements of "
+        "the loops (the median is reported), and 2-rank/1-rank pairs of strong-scaling blocks",
     )
     bench.add_argument(
         "--max-steps", type=int, default=250, help="episode cap in the loops and training runs"

@@ -2,9 +2,10 @@
 
 Kept thin: how work is split, the few collectives a generation needs (buffer-based, on contiguous
 numpy arrays), one node-shared copy of the noise table (MPI-3 shared memory), agreement on
-errors so that a mistake seen by one rank stops every rank cleanly, agreement on stopping early
-after SIGUSR1/SIGTERM, and an abort on any uncaught exception so that no rank is left waiting in
-a collective. `comm` is always passed in.
+errors so that a mistake seen by one rank stops every rank cleanly, the catching of
+SIGUSR1/SIGTERM for stopping early (train.py sends the signal with each generation's sum), and an
+abort on any uncaught exception so that no rank is left waiting in a collective. `comm` is
+always passed in.
 """
 
 from __future__ import annotations
@@ -167,6 +168,21 @@ class TaskCounter:
         self.round_start = end + self.node_size
 
 
+def rest_until_all_arrive(comm, poll_s: float = 0.001) -> None:
+    """A barrier that sleeps while it waits: MPICH's Barrier spins, which would take this rank's
+    core from the ranks still working (the bench measures one rank working alone this way)."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(poll_s)
+
+
+def self_comm():
+    """A communicator of this rank alone."""
+    from mpi4py import MPI
+
+    return MPI.COMM_SELF
+
+
 def sum_records(comm, records: np.ndarray) -> None:
     """Sum float64 `records` over all ranks in place. Each row is filled by exactly one rank and
     is zero elsewhere, so the sum is exact and the same whatever the number of ranks."""
@@ -226,8 +242,9 @@ STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 class StopSignals:
     """Catches SIGUSR1 and SIGTERM instead of dying of them, and remembers the last one, until
-    `restore()` puts the previous handlers back. Only sets a number: the generation loop asks
-    `stop_agreed` at its next boundary, so a signal never interrupts a collective."""
+    `restore()` puts the previous handlers back. Only sets a number: each rank sends it with its
+    results of the generation (the one sum of a generation), so a signal never interrupts a
+    collective and every rank learns of it at the same generation."""
 
     def __init__(self):
         self.received = 0
@@ -239,13 +256,3 @@ class StopSignals:
     def restore(self) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
-
-
-def stop_agreed(comm, received: int) -> int:
-    """The stop signal any rank received (0: none), the same on every rank. One tiny Allreduce,
-    called by every rank at the same generation boundary, so all ranks stop at the same one."""
-    from mpi4py import MPI
-
-    flag = np.array([received], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-    return int(flag[0])

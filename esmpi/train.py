@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +40,11 @@ class StoppedEarly(Exception):
 
 
 # Columns of the per-generation task table; observation sums follow when normalising. After the
-# task rows come one row per rank with the seconds it spent on its tasks (column 0).
+# task rows come one row per rank: the seconds it spent on its tasks, and the stop signal it has
+# received (0: none).
 RETURN_POS, RETURN_NEG, LENGTH_POS, LENGTH_NEG, OFFSET = range(5)
 FIXED_COLUMNS = 5
+RANK_SECONDS, RANK_STOP_SIGNAL = 0, 1
 
 
 @dataclass
@@ -146,10 +149,18 @@ def normalising(spec: PolicySpec, config: Config) -> bool:
 
 
 def run_generation(
-    run: Run, env, actor: Actor, table, horizon: int, comm, counter: parallel.TaskCounter
+    run: Run,
+    env,
+    actor: Actor,
+    table,
+    horizon: int,
+    comm,
+    counter: parallel.TaskCounter,
+    stop_signal: int = 0,
 ) -> np.ndarray:
     """Run the tasks `counter` gives this rank in generation `run.generation`; return the task
-    table summed over ranks."""
+    table summed over ranks. `stop_signal` (what this rank has received, 0: none) travels in the
+    same sum, so every rank learns at once whether any rank was told to stop."""
     config, spec, search = run.config, run.spec, run.search
     pairs, n_params = config.pairs, spec.n_params
     offsets = noise.noise_offsets(config.seed, run.generation, pairs, n_params, table.size)
@@ -176,7 +187,9 @@ def run_generation(
         row[OFFSET] = offsets[task]
         if n_obs_columns:
             row[FIXED_COLUMNS:] = actor.obs_sums.ravel()
-    table_rows[pairs + 1 + comm.Get_rank(), 0] = time.perf_counter() - started
+    rank_row = table_rows[pairs + 1 + comm.Get_rank()]
+    rank_row[RANK_SECONDS] = time.perf_counter() - started
+    rank_row[RANK_STOP_SIGNAL] = stop_signal
     parallel.sum_records(comm, table_rows)
     if not np.array_equal(table_rows[:pairs, OFFSET], offsets):
         raise RuntimeError("ranks disagree on the noise offsets of this generation")
@@ -205,7 +218,7 @@ def advance(run: Run, table_rows: np.ndarray, table, seconds: float, checkpoint_
     run.generation += 1
     update_s = time.perf_counter() - update_started
     seconds += update_s + checkpoint_s
-    rank_seconds = table_rows[pairs + 1 :, 0]
+    rank_seconds = table_rows[pairs + 1 :, RANK_SECONDS]
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
@@ -304,12 +317,59 @@ def locate(config: Config, resume: str | None) -> tuple[str, str | None]:
     return run_dir, None
 
 
-def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:
-    """Train `config` (or continue the checkpoint that `resume` names); return the checkpoint path.
+@dataclass
+class Trainer:
+    """A run ready to train on this rank: its state and everything a generation uses."""
 
-    `explicit` names the options the user gave, which a resumed run checks against its file."""
+    run: Run
+    env: Any  # as made; `stepped` is what rollouts step
+    stepped: Any
+    horizon: int
+    actor: Actor
+    table: np.ndarray
+    comm: Any  # an mpi4py communicator
+    counter: parallel.TaskCounter
+    path: str  # the checkpoint file
+    saved: int  # generation of the checkpoint on disk (rank 0 keeps it up to date)
+    checkpoint_s: float = 0.0  # spent writing the last checkpoint, counted in the next generation
+
+    def generation(self, stop_signal: int = 0) -> int:
+        """One generation on every rank: the rollouts, the update, the check that ranks agree on
+        the parameters (every --check-every), and on rank 0 the progress line and the checkpoint
+        (every --print-every and at the last generation). `stop_signal` is the one this rank has
+        received (0: none); returns the one any rank had received, the same on every rank.
+
+        No collective precedes the rollouts: while rank 0 writes a checkpoint the other ranks
+        already take the next generation's tasks."""
+        run, comm = self.run, self.comm
+        started = time.perf_counter()
+        table_rows = run_generation(
+            run, self.stepped, self.actor, self.table, self.horizon, comm, self.counter, stop_signal
+        )
+        advance(run, table_rows, self.table, time.perf_counter() - started, self.checkpoint_s)
+        self.checkpoint_s = 0.0
+        if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
+            comm, run.search.theta
+        ):
+            raise RuntimeError(
+                f"ranks hold different parameters after generation {run.generation}: the update "
+                "is not deterministic here (mixed CPU types or numba builds across nodes?)"
+            )
+        last = run.generation == run.config.generations
+        if comm.Get_rank() == 0 and (run.generation % run.config.print_every == 0 or last):
+            print(progress_line(run), flush=True)
+            writing = time.perf_counter()
+            checkpoint.save(self.path, to_checkpoint(run, comm.Get_size()))
+            self.checkpoint_s = time.perf_counter() - writing
+            self.saved = run.generation
+        return int(table_rows[run.config.pairs + 1 :, RANK_STOP_SIGNAL].max())
+
+
+def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> Trainer:
+    """Everything before the first generation of `config` (or of the checkpoint that `resume`
+    names): the run folder, the environment, the policy, the node-shared noise table. `explicit`
+    names the options the user gave, which a resumed run checks against its file."""
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
-    stop = parallel.StopSignals()
 
     def find_state():
         run_dir, source = locate(config, resume)
@@ -347,8 +407,6 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
     table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
     actor = actor_for(spec, config.obs_clip)
     counter = parallel.TaskCounter(comm)
-    checkpoint_s = 0.0
-
     if rank == 0:
         what = f"resuming at generation {run.generation}" if state else "starting"
         print(
@@ -356,37 +414,28 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
             f"{spec.n_params:,} parameters, popsize {config.popsize}; checkpoint {path}",
             flush=True,
         )
-    saved = run.generation  # generation of the checkpoint on disk (rank 0 keeps it up to date)
+    return Trainer(run, env, stepped, horizon, actor, table, comm, counter, path, run.generation)
+
+
+def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:
+    """Train `config` (or continue the checkpoint that `resume` names); return the checkpoint path.
+
+    `explicit` names the options the user gave, which a resumed run checks against its file."""
+    stop = parallel.StopSignals()
+    trainer = prepare(config, comm, resume, explicit)
+    run = trainer.run
     stopped_by = 0
-    while run.generation < config.generations:
-        # Every rank asks at the same boundary, so all ranks stop after the same generation.
-        stopped_by = parallel.stop_agreed(comm, stop.received)
-        if stopped_by:
-            break
-        started = time.perf_counter()
-        table_rows = run_generation(run, stepped, actor, table, horizon, comm, counter)
-        advance(run, table_rows, table, time.perf_counter() - started, checkpoint_s)
-        checkpoint_s = 0.0
-        if run.generation % config.check_every == 0 and not parallel.parameters_agree(
-            comm, run.search.theta
-        ):
-            raise RuntimeError(
-                f"ranks hold different parameters after generation {run.generation}: the update "
-                "is not deterministic here (mixed CPU types or numba builds across nodes?)"
-            )
-        last = run.generation == config.generations
-        if rank == 0 and (run.generation % config.print_every == 0 or last):
-            print(progress_line(run), flush=True)
-            writing = time.perf_counter()
-            checkpoint.save(path, to_checkpoint(run, n_ranks))
-            checkpoint_s = time.perf_counter() - writing
-            saved = run.generation
+    while run.generation < run.config.generations and not stopped_by:
+        # Every rank learns of a signal with the same generation's results, so all ranks stop
+        # after the same generation.
+        stopped_by = trainer.generation(stop.received)
     stop.restore()
-    if stopped_by:
-        stop_early(run, path, saved, stopped_by, rank, n_ranks)
+    rank, n_ranks = comm.Get_rank(), comm.Get_size()
+    if stopped_by and run.generation < run.config.generations:
+        stop_early(run, trainer.path, trainer.saved, stopped_by, rank, n_ranks)
     if rank == 0:
-        print(final_summary(run, path, n_ranks), flush=True)
-    return path
+        print(final_summary(run, trainer.path, n_ranks), flush=True)
+    return trainer.path
 
 
 def stop_early(run: Run, path: str, saved: int, signal_number: int, rank: int, n_ranks: int):

@@ -46,7 +46,10 @@ def test_bench_reports_every_part(tmp_path):
         assert row["limit_ratio"] == pytest.approx(
             row["train_steps_per_s_per_rank"] / row["limit_steps_per_s"]
         )
-        assert sum(row["train"]["split"].values()) == pytest.approx(1.0, abs=0.05)
+        # Shares of wall time; the rollouts may overlap rank 0's checkpoint writing.
+        split = row["train"]["split"]
+        assert all(0 <= share <= 1 for share in split.values()) and sum(split.values()) > 0.95
+        assert split["rollouts"] + split["update"] + split["other"] < 1.05
         # the row is the round of median efficiency (the lower middle of two)
         assert row["efficiency"] == min(row["efficiency_of_each_round"])
         assert 0 < row["policy_share"] < 1

@@ -159,8 +159,11 @@ class BareLoops:
         """env-steps/s of the limit and the bare loop, each run for about `seconds`, and the bare
         loop's mean episode length."""
         limit, _ = self._loop(lambda obs: self.fixed_action, seconds)
-        bare, episode_steps = self._loop(lambda obs: self.actor.act(obs, self.theta), seconds)
+        bare, episode_steps = self._loop(self._act, seconds)
         return {"limit": limit, "bare": bare, "episode_steps": episode_steps}
+
+    def _act(self, obs):
+        return self.actor.act(obs, self.theta)
 
     def _loop(self, policy, seconds: float) -> tuple[float, float]:
         from esmpi.rollout import NO_RULES, PROGRESS_TERM
@@ -190,9 +193,8 @@ class BareLoops:
     def policy_share(self, bare_steps_per_s: float) -> float:
         """The policy's share of a bare step: its forward pass timed apart, on observations of
         this environment, times the bare loop's steps per second."""
-        policy = lambda obs: self.actor.act(obs, self.theta)  # noqa: E731
-        seen = visited_observations(self.env, policy, 200)
-        return best_microseconds(policy, seen, 1000) * 1e-6 * bare_steps_per_s
+        seen = visited_observations(self.env, self._act, 200)
+        return best_microseconds(self._act, seen, 1000) * 1e-6 * bare_steps_per_s
 
 
 def visited_observations(env, policy, count: int) -> list:
@@ -248,11 +250,12 @@ def generations_block(trainer, min_steps: int) -> dict:
     generations), and summarise them."""
     history = trainer.run.history
     first = len(history)
-    start = history[first - 1]["timesteps"] if first else 0
+    previous = history[-1] if history else None
+    start = previous["timesteps"] if previous is not None else 0
     trainer.generation()
     while history[-1]["timesteps"] - start < min_steps:
         trainer.generation()
-    return summary_of_rows(history[first:], history[first - 1] if first else None)
+    return summary_of_rows(history[first:], previous)
 
 
 def summary_of_rows(rows, previous) -> dict:
@@ -335,9 +338,8 @@ def scaling_probe(settings: dict) -> None:
 
 def run_probe(probe: str, ranks: int, settings: dict):
     """Run bench.`probe`(settings) on `ranks` ranks under mpiexec; what rank 0 printed last."""
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     code = f"import json, sys; from esmpi import bench; bench.{probe}(json.loads(sys.argv[1]))"
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-c", code, json.dumps(settings)]
+    command = parallel.mpiexec_python(ranks, ["-c", code, json.dumps(settings)])
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"bench {probe} failed:\n{result.stderr}")
@@ -349,9 +351,8 @@ def train_run(
 ) -> dict:
     """Run the real `esmpi train` under mpiexec and read its history back."""
     name = f"{env_id.replace('/', '-')}__{ranks}__{popsize}__{len(os.listdir(folder))}"
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "esmpi", "train"]
-    command += ["--env", env_id, "--popsize", str(popsize), "--generations", str(generations)]
+    command = parallel.mpiexec_command(ranks, ["train", "--env", env_id, "--popsize", str(popsize)])
+    command += ["--generations", str(generations)]
     command += ["--print-every", str(generations), "--folder", folder, "--run-name", name]
     command += ["--max-steps", str(cap)]
     started = time.perf_counter()
@@ -364,10 +365,8 @@ def train_run(
     return training_figures(block, ranks, popsize, total - block["seconds"])
 
 
-def memory_probe() -> None:
+def memory_probe(settings: dict) -> None:
     """Run under mpiexec: build the node-shared noise table and print each rank's memory."""
-    from esmpi import parallel
-
     comm = parallel.world()
     table = parallel.shared_noise_table(comm, Config().noise_table_size, 0)
     table[:: 1 << 12].sum()  # touch it
@@ -381,35 +380,28 @@ def memory_probe() -> None:
 
 
 def memory_per_rank(ranks: int) -> dict:
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    code = "from esmpi.bench import memory_probe; memory_probe()"
-    result = subprocess.run(
-        [mpiexec, "-n", str(ranks), sys.executable, "-c", code], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
-    probe = json.loads(result.stdout)
+    probe = run_probe("memory_probe", ranks, {})
     pss = [row["pss_mib"] for row in probe["ranks"]]
     return {"ranks": ranks, "table_mib": probe["table_mib"], "pss_mib_per_rank": pss}
 
 
+def allreduce_probe(settings: dict) -> None:
+    """Run under mpiexec: rank 0 prints the time of an in-place Allreduce of a generation's table
+    at popsize 256 (129 task rows), in microseconds."""
+    comm = parallel.world()
+    rows = np.zeros((129, 40))
+    for _ in range(100):
+        parallel.sum_records(comm, rows)
+    started = time.perf_counter()
+    for _ in range(2000):
+        parallel.sum_records(comm, rows)
+    if comm.Get_rank() == 0:
+        print((time.perf_counter() - started) / 2000 * 1e6)
+
+
 def allreduce_microseconds(ranks: int = 2) -> float:
     """Latency of the per-generation collectives, for the scaling model."""
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    code = (
-        "import time, numpy as np\n"
-        "from mpi4py import MPI\n"
-        "comm = MPI.COMM_WORLD\n"
-        "rows = np.zeros((129, 40))\n"
-        "for _ in range(100): comm.Allreduce(MPI.IN_PLACE, rows)\n"
-        "started = time.perf_counter()\n"
-        "for _ in range(2000): comm.Allreduce(MPI.IN_PLACE, rows)\n"
-        "if comm.Get_rank() == 0: print((time.perf_counter() - started) / 2000 * 1e6)\n"
-    )
-    result = subprocess.run(
-        [mpiexec, "-n", str(ranks), sys.executable, "-c", code], capture_output=True, text=True
-    )
-    return float(result.stdout)
+    return float(run_probe("allreduce_probe", ranks, {}))
 
 
 def scaling_model(episode_s: float, update_s: float, collective_s: float, popsize: int) -> list:

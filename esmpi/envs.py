@@ -191,19 +191,26 @@ _SEEDED_BY_ENV_RESET = tuple(
 )
 
 
+@functools.cache
+def _resets_passing_the_seed_on() -> tuple:
+    """Wrapper resets that hand the seed to the environment beneath and do nothing else with it."""
+    import gymnasium
+
+    return (
+        gymnasium.Wrapper.reset,
+        gymnasium.ObservationWrapper.reset,
+        gymnasium.wrappers.FrameStackObservation.reset,
+    )
+
+
 def _generator_reseedable_in_place(env):
     """The numpy generator env.reset(seed=...) would replace, when setting its state instead
     gives the same reset (see `reset`); otherwise None."""
     import gymnasium
     import numpy as np
 
-    passing_the_seed_on = (
-        gymnasium.Wrapper.reset,
-        gymnasium.ObservationWrapper.reset,
-        gymnasium.wrappers.FrameStackObservation.reset,
-    )
     while isinstance(env, gymnasium.Wrapper):
-        if type(env).reset not in passing_the_seed_on:
+        if type(env).reset not in _resets_passing_the_seed_on():
             return None
         env = env.env
     if not type(env).__module__.startswith(_SEEDED_BY_ENV_RESET):

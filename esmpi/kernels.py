@@ -379,10 +379,11 @@ _LOW32, _SHIFT16 = np.uint64(0xFFFFFFFF), np.uint64(16)
 
 
 @numba.njit(inline="always")
-def _hash_mix(value, hash_const):
-    """numpy's hashmix on 32-bit words held in uint64: (mixed value, next hash constant)."""
+def _hash_mix(value, hash_const, multiplier):
+    """numpy's hashmix (and generate_state's step, with its own multiplier) on 32-bit words held
+    in uint64: (mixed value, next hash constant)."""
     value ^= hash_const
-    hash_const = (hash_const * _SS_MULT_A) & _LOW32
+    hash_const = (hash_const * multiplier) & _LOW32
     value = (value * hash_const) & _LOW32
     return value ^ (value >> _SHIFT16), hash_const
 
@@ -394,18 +395,17 @@ def seed_sequence_words(seed):
     pool = np.zeros(_SS_POOL, np.uint64)
     hash_const = _SS_INIT_A
     for i in range(_SS_POOL):  # the seed is one 32-bit word; the rest of the pool hashes zeros
-        pool[i], hash_const = _hash_mix(np.uint64(seed) if i == 0 else np.uint64(0), hash_const)
+        entropy = np.uint64(seed) if i == 0 else np.uint64(0)
+        pool[i], hash_const = _hash_mix(entropy, hash_const, _SS_MULT_A)
     for source in range(_SS_POOL):
         for target in range(_SS_POOL):
             if source != target:
-                hashed, hash_const = _hash_mix(pool[source], hash_const)
+                hashed, hash_const = _hash_mix(pool[source], hash_const, _SS_MULT_A)
                 mixed = (_SS_MIX_LEFT * pool[target] - _SS_MIX_RIGHT * hashed) & _LOW32
                 pool[target] = mixed ^ (mixed >> _SHIFT16)
     words = np.zeros(_SS_POOL, np.uint64)
     hash_const = _SS_INIT_B
     for i in range(2 * _SS_POOL):  # eight 32-bit words, little-endian pairs of each uint64
-        value = pool[i % _SS_POOL] ^ hash_const
-        hash_const = (hash_const * _SS_MULT_B) & _LOW32
-        value = (value * hash_const) & _LOW32
-        words[i // 2] |= (value ^ (value >> _SHIFT16)) << np.uint64(32 * (i % 2))
+        value, hash_const = _hash_mix(pool[i % _SS_POOL], hash_const, _SS_MULT_B)
+        words[i // 2] |= value << np.uint64(32 * (i % 2))
     return words

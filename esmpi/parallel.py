@@ -42,6 +42,11 @@ def world():
 
 def mpiexec_command(n_ranks: int, arguments: list[str]) -> list[str]:
     """The command running `python -m esmpi ARGUMENTS` on n_ranks ranks with the venv's mpiexec."""
+    return mpiexec_python(n_ranks, ["-m", "esmpi", *arguments])
+
+
+def mpiexec_python(n_ranks: int, python_arguments: list[str]) -> list[str]:
+    """The command running this Python with `python_arguments` on n_ranks ranks."""
     beside_python = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     mpiexec = beside_python if os.path.exists(beside_python) else shutil.which("mpiexec")
     if mpiexec is None:
@@ -49,7 +54,7 @@ def mpiexec_command(n_ranks: int, arguments: list[str]) -> list[str]:
             "--threads needs an `mpiexec`, and none is beside this Python or on PATH; install the "
             "`mpich` wheel (`pip install mpich`) or start esmpi with your cluster's launcher."
         )
-    return [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "esmpi", *arguments]
+    return [mpiexec, "-n", str(n_ranks), sys.executable, *python_arguments]
 
 
 def relaunch(command: list[str]) -> None:

@@ -322,8 +322,7 @@ class Trainer:
     """A run ready to train on this rank: its state and everything a generation uses."""
 
     run: Run
-    env: Any  # as made; `stepped` is what rollouts step
-    stepped: Any
+    stepped: Any  # the environment rollouts step (envs.make_for_rollouts)
     horizon: int
     actor: Actor
     table: np.ndarray
@@ -414,7 +413,7 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
             f"{spec.n_params:,} parameters, popsize {config.popsize}; checkpoint {path}",
             flush=True,
         )
-    return Trainer(run, env, stepped, horizon, actor, table, comm, counter, path, run.generation)
+    return Trainer(run, stepped, horizon, actor, table, comm, counter, path, run.generation)
 
 
 def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:

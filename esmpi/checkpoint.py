@@ -1,20 +1,23 @@
 """The HDF5 checkpoint: its layout, atomic writing and checked reading. The only h5py importer.
 
-Layout (format_version 1; README "Checkpoint format" shows the same):
+Layout (format_version 2; README "Checkpoint format" shows the same):
 
     /                 attrs: format="esmpi", format_version, esmpi_version, env_id, seed,
                       generation, n_ranks, config (resolved TOML), versions (JSON of libraries)
-    /theta            float32 (n_params,)  current mean parameters
+    /theta            float32 (n_params,)  current mean parameters (the strategy's centre)
     /policy           attrs: sizes, activation, bias, output, obs_encoding, action_low,
                       action_high, action_shape, action_start, n_params
-    /optimizer        attrs: name, step, lr, sigma; datasets first_moment, second_moment
+    /strategy         attrs: name; the rest of the strategy's state as datasets (scalars too),
+                      nested state (the optimizer's) as groups, each with description and unit
     /obs_norm         datasets count (scalar), mean, var
     /best             attrs: eval_return, generation; datasets theta, obs_mean, obs_var
     /history          table, one row per generation (columns in HISTORY_COLUMNS)
 
 Every group and dataset carries a `description` attribute, every dataset a `unit`, and each history
 column `NAME.unit` and `NAME.description`, so that `h5ls -v`, h5py or pandas users need no manual.
-Files without `format_version`, or with a newer one, are refused with one sentence.
+Files without `format_version`, or with a newer one, are refused with one sentence. Format 1 files
+(OpenAI-ES only, its state in /optimizer: attrs name, step, lr, sigma; datasets first_moment,
+second_moment) are read as an openai-es state.
 
 A checkpoint is written to a temporary file in the run folder, flushed to disk, then renamed over
 the previous one, so a crash at any moment leaves a complete file behind.
@@ -38,7 +41,7 @@ from esmpi.config import UsageError
 from esmpi.policy import PolicySpec
 
 FORMAT = "esmpi"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILENAME = "checkpoint.h5"
 OBS, OBS2 = "observation units", "observation units squared"  # units of obs statistics
 
@@ -80,12 +83,9 @@ class Checkpoint:
     n_ranks: int
     theta: np.ndarray
     policy: PolicySpec
-    optimizer: str
-    optimizer_step: int
-    first_moment: np.ndarray
-    second_moment: np.ndarray
-    lr: float
-    sigma: float
+    strategy: str  # a name in esmpi.strategies.REGISTRY
+    # the strategy's state but theta: name -> (value, description, unit), or a nested dict
+    strategy_state: dict
     obs_count: float
     obs_mean: np.ndarray
     obs_var: np.ndarray
@@ -170,9 +170,9 @@ def _pause_for_tests(generation: int, temporary: str) -> None:
 
 def _write(h5, state: Checkpoint) -> None:
     h5.attrs["description"] = (
-        "esmpi checkpoint of one OpenAI-ES run: the mean policy parameters, their layout, the "
-        "optimizer and observation statistics, the best parameters and one history row per "
-        "generation"
+        "esmpi checkpoint of one evolution-strategies run: the mean policy parameters, their "
+        "layout, the search strategy's state, the observation statistics, the best parameters "
+        "and one history row per generation"
     )
     h5.attrs.update(
         format=FORMAT,
@@ -192,12 +192,12 @@ def _write(h5, state: Checkpoint) -> None:
         value = getattr(state.policy, spec_field.name)
         policy.attrs[spec_field.name] = np.asarray(value) if isinstance(value, tuple) else value
     policy.attrs["n_params"] = state.policy.n_params
-    optimizer = h5.create_group("optimizer")
-    optimizer.attrs["description"] = "optimizer state and the current lr and sigma"
-    optimizer.attrs.update(name=state.optimizer, step=state.optimizer_step)
-    optimizer.attrs.update(lr=state.lr, sigma=state.sigma)
-    _dataset(optimizer, "first_moment", state.first_moment, "Adam first moment", "1")
-    _dataset(optimizer, "second_moment", state.second_moment, "Adam second moment", "1")
+    strategy = h5.create_group("strategy")
+    strategy.attrs["description"] = (
+        f"state of the {state.strategy} search strategy (esmpi.strategies), apart from /theta"
+    )
+    strategy.attrs["name"] = state.strategy
+    _write_items(strategy, state.strategy_state)
     obs_norm = h5.create_group("obs_norm")
     obs_norm.attrs["description"] = (
         "running observation statistics; policies see clip((obs - mean) / max(sqrt(var), 0.01), "
@@ -235,6 +235,47 @@ _POLICY_DESCRIPTION = (
     "action_start + argmax, 'clip' clips to [action_low, action_high], 'tanh' maps to "
     "low + (tanh(y) + 1) / 2 * (high - low); obs_encoding 'onehot' encodes Discrete observations"
 )
+
+
+def _write_items(group, items: dict) -> None:
+    for name, item in items.items():
+        if isinstance(item, dict):
+            subgroup = group.create_group(name)
+            subgroup.attrs["description"] = f"state of the {name}"
+            _write_items(subgroup, item)
+        else:
+            _dataset(group, name, *item)
+
+
+def _read_items(group) -> dict:
+    import h5py
+
+    items: dict = {}
+    for name, node in group.items():
+        if isinstance(node, h5py.Group):
+            items[name] = _read_items(node)
+        else:
+            value = node[()]
+            items[name] = (value, str(node.attrs["description"]), str(node.attrs["unit"]))
+    return items
+
+
+def _format1_strategy(h5) -> tuple[str, dict]:
+    """The openai-es state of a format 1 file, whose /optimizer held it."""
+    optimizer = h5["optimizer"]
+
+    def item(value, description, unit="1"):
+        return (value, description, unit)
+
+    return "openai-es", {
+        "optimizer": {
+            "step": item(int(optimizer.attrs["step"]), "updates applied so far"),
+            "first_moment": item(optimizer["first_moment"][...], "first moment"),
+            "second_moment": item(optimizer["second_moment"][...], "second moment"),
+        },
+        "lr": item(float(optimizer.attrs["lr"]), "learning rate"),
+        "sigma": item(float(optimizer.attrs["sigma"]), "sigma"),
+    }
 
 
 def _dataset(group, name: str, data, description: str, unit: str = "1") -> None:
@@ -308,7 +349,11 @@ def _read(h5) -> Checkpoint:
         elif isinstance(value, np.generic):
             value = value.item()
         spec_values[spec_field.name] = value
-    optimizer, best, obs_norm = h5["optimizer"], h5["best"], h5["obs_norm"]
+    best, obs_norm = h5["best"], h5["obs_norm"]
+    if "strategy" in h5:
+        strategy, strategy_state = str(h5["strategy"].attrs["name"]), _read_items(h5["strategy"])
+    else:
+        strategy, strategy_state = _format1_strategy(h5)
     return Checkpoint(
         config_toml=str(h5.attrs["config"]),
         env_id=str(h5.attrs["env_id"]),
@@ -317,12 +362,8 @@ def _read(h5) -> Checkpoint:
         n_ranks=int(h5.attrs["n_ranks"]),
         theta=h5["theta"][...],
         policy=PolicySpec(**spec_values),
-        optimizer=str(optimizer.attrs["name"]),
-        optimizer_step=int(optimizer.attrs["step"]),
-        first_moment=optimizer["first_moment"][...],
-        second_moment=optimizer["second_moment"][...],
-        lr=float(optimizer.attrs["lr"]),
-        sigma=float(optimizer.attrs["sigma"]),
+        strategy=strategy,
+        strategy_state=strategy_state,
         obs_count=float(obs_norm["count"][()]),
         obs_mean=obs_norm["mean"][...],
         obs_var=obs_norm["var"][...],

@@ -85,11 +85,48 @@ class Config:
         "the sum of the progress term, the distance walked towards the target per time step)",
     )
 
-    # Evolution Strategies
-    popsize: int = _option(64, "Population members per generation (antithetic pairs: even)")
+    # The search strategy (defaults are OpenAI-ES's; each strategy sets its own: README,
+    # "Search strategies", and `esmpi train --strategy NAME --help`)
+    strategy: str = _option(
+        "openai-es",
+        "Search strategy: 'openai-es' (Salimans et al. 2017), 'pgpe' (Sehnke et al. 2010 with "
+        "ClipUp), 'snes' (Schaul et al. 2011), 'ars' (Mania et al. 2018), 'sep-cma-es' (Ros and "
+        "Hansen 2008)",
+    )
+    popsize: int = _option(
+        64,
+        "Population members per generation (antithetic pairs: even); 0 for snes and sep-cma-es: "
+        "their papers' 4 + 3 ln(parameters)",
+    )
     generations: int = _option(100, "Generations to run, counted from the start of the run")
-    optimizer: str = _option("adam", "Update rule: 'adam' (Salimans et al.) or 'sgd' (plain)")
-    lr: float = _option(0.03, "Learning rate")
+    optimizer: str = _option(
+        "adam",
+        "openai-es, pgpe: 'adam' (Salimans et al.), 'sgd' (with --momentum) or 'clipup' "
+        "(Toklu et al. 2020: the normalised gradient times lr, plus momentum, speed clipped)",
+    )
+    lr: float = _option(
+        0.03,
+        "Learning rate: of the optimizer (openai-es, pgpe: with clipup the length of a step), "
+        "ARS's step size alpha, SNES's centre learning rate",
+    )
+    momentum: float = _option(0.9, "sgd and clipup optimizers: momentum of the velocity")
+    max_speed: float = _option(
+        0.0, "clipup optimizer: the longest step (velocity norm); 0 gives twice --lr"
+    )
+    stdev_lr: float = _option(
+        0.0,
+        "pgpe, snes: learning rate of the per-parameter sigma; 0 in snes gives the paper's "
+        "(3 + ln d) / (5 sqrt d) for d parameters, 0 in pgpe keeps sigma fixed",
+    )
+    stdev_max_change: float = _option(
+        0.2, "pgpe: the largest relative change of each sigma in one generation"
+    )
+    mirrored: bool = _option(False, "snes: evaluate antithetic pairs +-eps (popsize even)")
+    top_directions: int = _option(
+        0,
+        "ars: update along the best b directions, ranked by max(r+, r-) (ARS V1-t/V2-t); 0 "
+        "uses them all",
+    )
     lr_decay: float = _option(
         1.0, "Multiply lr by this each generation while lr > lr_min", "--decay"
     )
@@ -109,8 +146,10 @@ class Config:
     # The policy
     policy: str = _option(
         "mlp",
-        "'mlp', or 'cnn' for image observations: conv 6@3x3, max-pool 2, conv 8@5x5 stride 2, "
-        "max-pool 2, then the --hidden layers",
+        "'mlp'; 'linear': the action from (normalised obs) @ M (+ b with --bias), no hidden "
+        "layers (--hidden is ignored), M = 0 at the start (ARS's); or 'cnn' for image "
+        "observations: conv 6@3x3, max-pool 2, conv 8@5x5 stride 2, max-pool 2, then the "
+        "--hidden layers",
     )
     hidden: list = _option([128, 64], "Hidden layer sizes of the MLP (of the CNN's dense part)")
     activation: str = _option("tanh", "Hidden activation: 'tanh' or 'relu'")
@@ -142,15 +181,11 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
-    @property
-    def pairs(self) -> int:
-        return self.popsize // 2
-
 
 _CHOICES = {
-    "optimizer": ("adam", "sgd"),
+    "optimizer": ("adam", "sgd", "clipup"),
     "activation": ("tanh", "relu"),
-    "policy": ("mlp", "cnn"),
+    "policy": ("mlp", "linear", "cnn"),
     "fitness": ("return", "progress"),
 }
 ACTION_MAPS = ("clip", "tanh", "sigmoid")
@@ -200,11 +235,11 @@ def _flag(name: str) -> str:
 
 def validate(config: Config) -> Config:
     """Raise UsageError with one clear sentence for the first invalid setting."""
-    if config.popsize < 2 or config.popsize % 2:
-        raise UsageError(
-            f"--popsize must be an even number of at least 2 (members come in antithetic "
-            f"+eps/-eps pairs); got {config.popsize}."
-        )
+    for name in ("popsize", "top_directions", "max_speed", "stdev_lr"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+    if not 0 <= config.momentum < 1 or not config.stdev_max_change > 0:
+        raise UsageError("--momentum must be in [0, 1) and --stdev-max-change positive.")
     for name in ("sigma", "lr"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name} must be positive; got {getattr(config, name)}.")
@@ -272,5 +307,11 @@ def to_toml(config: Config) -> str:
     return tomli_w.dumps(dataclasses.asdict(config))
 
 
+# Fields added after the first checkpoints were written, with the value that reproduces a run
+# stored without them (its SGD had no momentum).
+ADDED_FIELDS = {"momentum": 0.0}
+
+
 def from_toml(text: str) -> Config:
-    return from_mapping(tomllib.loads(text))
+    """The Config stored in a checkpoint (or written by to_toml)."""
+    return from_mapping({**ADDED_FIELDS, **tomllib.loads(text)})

@@ -329,6 +329,30 @@ def weighted_noise_sum(table, offsets, weights, out):
             out[j] += weight * noise[j]
 
 
+@numba.njit(
+    "void(float32[::1], int64[::1], float64[::1], float64[::1], float64[::1], float64[::1])",
+    cache=True,
+)
+def weighted_noise_moments(table, offsets, linear_weights, square_weights, linear, square):
+    """linear = sum_k linear_weights[k] * eps_k and square = sum_k square_weights[k] * eps_k**2,
+    eps_k = table[offsets[k] : offsets[k] + len(linear)], in one pass over each slice (slices with
+    both weights zero are not read): what PGPE, SNES and sep-CMA-ES need for the centre and the
+    per-parameter sigmas."""
+    dim = linear.shape[0]
+    linear[:] = 0.0
+    square[:] = 0.0
+    for k in range(offsets.shape[0]):
+        a = linear_weights[k]
+        b = square_weights[k]
+        if a == 0.0 and b == 0.0:
+            continue
+        noise = table[offsets[k] : offsets[k] + dim]
+        for j in range(dim):
+            e = np.float64(noise[j])
+            linear[j] += a * e
+            square[j] += b * (e * e)
+
+
 @numba.njit("void(float32[::1], float32[::1], int64[::1], float64, float64[:, ::1])", cache=True)
 def perturbed_mean_squares(theta, table, offsets, sigma, out):
     """out[k] = (mean((theta + sigma*eps_k)**2), mean((theta - sigma*eps_k)**2)) for each pair k."""

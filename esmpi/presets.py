@@ -2,8 +2,10 @@
 
 A preset is picked by the environment id (an exact id first, then the first matching
 `fnmatch` pattern) and sets Config fields; the TOML file and the command line override any of
-them. Resolution order: dataclass defaults < preset < TOML file < command line. The checkpoint
-stores the fully resolved config, so a resumed run does not depend on this table.
+them. Resolution order: dataclass defaults < the strategy's defaults < preset < TOML file <
+command line. A preset's search hyperparameters (SEARCH_SETTINGS) were measured with OpenAI-ES and
+apply to it alone; the other strategies keep their own defaults. The checkpoint stores the fully
+resolved config, so a resumed run does not depend on this table.
 
 Old ids of an environment map to today's with a printed note (`ALIASES`).
 """
@@ -14,7 +16,11 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from esmpi import strategies
 from esmpi.config import Config, from_mapping
+
+# Preset values that tune OpenAI-ES: another strategy keeps its own defaults for them.
+SEARCH_SETTINGS = ("popsize", "sigma", "lr", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -114,16 +120,23 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     if env_id in ALIASES:
         notes.append(f"{env_id} is now {ALIASES[env_id]} in Gymnasium; training that")
         env_id = ALIASES[env_id]
+    name = values.get("strategy", Config.__dataclass_fields__["strategy"].default)
+    strategy = strategies.get(name)
+    strategies.check_options(name, values)
     preset = preset_for(env_id)
     base = {}
     if preset is not None:
-        base = {name: value for name, value in preset.values.items() if name not in values}
+        base = {
+            option: value
+            for option, value in preset.values.items()
+            if option not in values and (name == "openai-es" or option not in SEARCH_SETTINGS)
+        }
         if base:
             notes.append(
                 f"preset {preset.pattern} sets {describe(base)}; any option given overrides it "
                 "(`esmpi envs` lists the presets)"
             )
-    return from_mapping({**base, **values, "env": env_id}), notes
+    return from_mapping({**strategy.DEFAULTS, **base, **values, "env": env_id}), notes
 
 
 def describe(values: dict[str, Any]) -> str:

@@ -40,6 +40,12 @@ def weighted_noise_sum(table, offsets, weights, dim):
     )
 
 
+def weighted_noise_moments(table, offsets, linear_weights, square_weights, dim):
+    """(sum_k a_k eps_k, sum_k b_k eps_k**2) in float64."""
+    noise = np.stack([table[o : o + dim].astype(np.float64) for o in offsets])
+    return linear_weights @ noise, square_weights @ (noise * noise)
+
+
 def perturbed_mean_squares(theta, table, offsets, sigma):
     theta = theta.astype(np.float64)
     rows = []

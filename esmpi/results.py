@@ -28,6 +28,7 @@ class RunSummary:
     path: str
     run: str  # the run folder's name
     env_id: str
+    strategy: str
     seed: int
     n_ranks: int
     generations: int
@@ -92,6 +93,7 @@ def summarise(path: str) -> RunSummary:
         path=attrs["path"],
         run=os.path.basename(os.path.dirname(os.path.abspath(attrs["path"]))),
         env_id=state.env_id,
+        strategy=state.strategy,
         seed=state.seed,
         n_ranks=state.n_ranks,
         generations=state.generation,
@@ -139,6 +141,7 @@ def duration(seconds: float) -> str:
 _SUMMARY_COLUMNS = (
     ("run", "<", lambda s: s.run),
     ("env", "<", lambda s: s.env_id),
+    ("strategy", "<", lambda s: s.strategy),
     ("seed", ">", lambda s: str(s.seed)),
     ("ranks", ">", lambda s: str(s.n_ranks)),
     ("gens", ">", lambda s: str(s.generations)),

@@ -1,9 +1,12 @@
 """The generation loop: composes environments, rollouts, the ES update, MPI and checkpoints.
 
-Each generation every rank runs its share of the tasks (an antithetic pair of episodes, or the
-evaluation episode of the unperturbed policy), writes what it measured into its rows of a
-(tasks, columns) table, and one in-place sum over ranks gives every rank the whole table. From it
-every rank computes the same update. Rank 0 alone prints and writes the checkpoint.
+Each generation the search strategy says what to evaluate (noise offsets and signs, derived from
+the seed and the generation); every rank runs its share of the tasks (the members of one noise
+slice, an antithetic pair or a single member, or the evaluation episode of the unperturbed
+policy), writes what it measured into its rows of a (tasks, columns) table, and one in-place sum
+over ranks gives every rank the whole table. From it every rank computes the same update with the
+strategy's `tell`. Rank 0 alone prints and writes the checkpoint. Nothing here knows which
+strategy runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from esmpi import checkpoint, envs, es, noise, parallel
+from esmpi import checkpoint, envs, noise, parallel, strategies
 from esmpi.config import Config, UsageError, from_toml, to_toml
 from esmpi.obsnorm import ObsNorm
 from esmpi.policy import (
@@ -29,6 +32,7 @@ from esmpi.policy import (
     spec_for_spaces,
 )
 from esmpi.rollout import EpisodeRules, check_rules, run_episode
+from esmpi.strategies.base import Population, perturbed, state_from_items, state_items
 
 # Exit code of a run stopped early by SIGUSR1/SIGTERM after writing its checkpoint: sysexits.h's
 # EX_TEMPFAIL, "try again later". The job scripts requeue on it; `--resume auto` continues the run.
@@ -39,10 +43,11 @@ class StoppedEarly(Exception):
     """A stop signal ended the run at a generation boundary; the checkpoint holds that one."""
 
 
-# Columns of the per-generation task table; observation sums follow when normalising. After the
-# task rows come one row per rank: the seconds it spent on its tasks, and the stop signal it has
-# received (0: none).
-RETURN_POS, RETURN_NEG, LENGTH_POS, LENGTH_NEG, OFFSET = range(5)
+# Columns of the per-generation task table: the return and the length of each member of the task
+# (at most an antithetic pair: columns RETURN + j and LENGTH + j for the j-th sign), the task's
+# noise offset, then the observation sums when normalising. After the task rows come one row per
+# rank: the seconds it spent on its tasks, and the stop signal it has received (0: none).
+RETURN, LENGTH, OFFSET = 0, 2, 4
 FIXED_COLUMNS = 5
 RANK_SECONDS, RANK_STOP_SIGNAL = 0, 1
 
@@ -53,11 +58,15 @@ class Run:
 
     config: Config
     spec: PolicySpec
-    search: es.SearchState
+    state: Any  # the strategy's State
     obs_norm: ObsNorm
     best: tuple[float, int, np.ndarray, ObsNorm]  # eval return, generation, theta, normalisation
     history: list  # HISTORY_DTYPE rows
     generation: int = 0
+
+    @property
+    def strategy(self) -> strategies.Strategy:
+        return strategies.get(self.config.strategy)
 
     @property
     def timesteps(self) -> int:
@@ -96,24 +105,19 @@ def create_run_folder(path: str) -> None:
 
 def new_run(config: Config, spec: PolicySpec) -> Run:
     theta = initial_theta(spec, config.seed)
-    search = es.SearchState(
-        theta=theta,
-        optimizer=es.OptimizerState.initial(theta.size),
-        lr=config.lr,
-        sigma=config.sigma,
-    )
+    state = strategies.get(config.strategy).initial(config, theta)
     obs_norm = ObsNorm.initial(spec.sizes[0])
-    return Run(config, spec, search, obs_norm, (-np.inf, 0, theta.copy(), obs_norm), [])
+    return Run(config, spec, state, obs_norm, (-np.inf, 0, theta.copy(), obs_norm), [])
 
 
-def run_from_checkpoint(state: checkpoint.Checkpoint, config: Config) -> Run:
-    optimizer = es.OptimizerState(state.optimizer_step, state.first_moment, state.second_moment)
-    search = es.SearchState(state.theta, optimizer, state.lr, state.sigma)
-    obs_norm = ObsNorm(state.obs_count, state.obs_mean, state.obs_var)
-    best_norm = ObsNorm(0.0, state.best_obs_mean, state.best_obs_var)
-    best = (state.best_return, state.best_generation, state.best_theta, best_norm)
-    history = list(state.history)
-    return Run(config, state.policy, search, obs_norm, best, history, state.generation)
+def run_from_checkpoint(stored: checkpoint.Checkpoint, config: Config) -> Run:
+    state_type = strategies.get(stored.strategy).State
+    state = state_from_items(state_type, stored.strategy_state, stored.theta)
+    obs_norm = ObsNorm(stored.obs_count, stored.obs_mean, stored.obs_var)
+    best_norm = ObsNorm(0.0, stored.best_obs_mean, stored.best_obs_var)
+    best = (stored.best_return, stored.best_generation, stored.best_theta, best_norm)
+    history = list(stored.history)
+    return Run(config, stored.policy, state, obs_norm, best, history, stored.generation)
 
 
 def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
@@ -124,14 +128,10 @@ def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
         seed=run.config.seed,
         generation=run.generation,
         n_ranks=n_ranks,
-        theta=run.search.theta,
+        theta=run.state.theta,
         policy=run.spec,
-        optimizer=run.config.optimizer,
-        optimizer_step=run.search.optimizer.step,
-        first_moment=run.search.optimizer.first_moment,
-        second_moment=run.search.optimizer.second_moment,
-        lr=run.search.lr,
-        sigma=run.search.sigma,
+        strategy=run.config.strategy,
+        strategy_state=state_items(run.state),
         obs_count=run.obs_norm.count,
         obs_mean=run.obs_norm.mean,
         obs_var=run.obs_norm.var,
@@ -157,74 +157,91 @@ def run_generation(
     comm,
     counter: parallel.TaskCounter,
     stop_signal: int = 0,
-) -> np.ndarray:
-    """Run the tasks `counter` gives this rank in generation `run.generation`; return the task
-    table summed over ranks. `stop_signal` (what this rank has received, 0: none) travels in the
-    same sum, so every rank learns at once whether any rank was told to stop."""
-    config, spec, search = run.config, run.spec, run.search
-    pairs, n_params = config.pairs, spec.n_params
-    offsets = noise.noise_offsets(config.seed, run.generation, pairs, n_params, table.size)
-    seeds = noise.episode_seeds(config.seed, run.generation, pairs + 1)
+) -> tuple[Population, np.ndarray]:
+    """Run the tasks `counter` gives this rank in generation `run.generation`; return what the
+    strategy asked for and the task table summed over ranks. `stop_signal` (what this rank has
+    received, 0: none) travels in the same sum, so every rank learns at once whether any rank was
+    told to stop."""
+    config, spec, theta = run.config, run.spec, run.state.theta
+    population = run.strategy.ask(run.state, config, run.generation, table.size)
+    offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
+    seeds = noise.episode_seeds(config.seed, run.generation, tasks + 1)
     n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    table_rows = np.zeros((pairs + 1 + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
+    table_rows = np.zeros((tasks + 1 + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
     if n_obs_columns:
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
     member = cache_aligned_zeros(n_params)
+    scales = population.signed_scales()
     rules = EpisodeRules.from_config(config)
     started = time.perf_counter()
-    for task in counter.tasks(pairs + 1):
+    for task in counter.tasks(tasks + 1):
         row = table_rows[task]
         actor.obs_sums[:] = 0.0
-        if task == pairs:  # the evaluation episode of the unperturbed policy
-            row[RETURN_POS], row[LENGTH_POS] = run_episode(
-                env, actor, search.theta, seeds[task], horizon, rules
-            )
+        if task == tasks:  # the evaluation episode of the unperturbed policy
+            row[RETURN], row[LENGTH] = run_episode(env, actor, theta, seeds[task], horizon, rules)
             continue
         eps = table[offsets[task] : offsets[task] + n_params]
-        for sign, value, length in ((1, RETURN_POS, LENGTH_POS), (-1, RETURN_NEG, LENGTH_NEG)):
-            es.perturbed(search.theta, eps, search.sigma, sign, member)
-            row[value], row[length] = run_episode(env, actor, member, seeds[task], horizon, rules)
+        for j, sign in enumerate(population.signs):
+            perturbed(theta, eps, scales[sign], member)
+            row[RETURN + j], row[LENGTH + j] = run_episode(
+                env, actor, member, seeds[task], horizon, rules
+            )
         row[OFFSET] = offsets[task]
         if n_obs_columns:
             row[FIXED_COLUMNS:] = actor.obs_sums.ravel()
-    rank_row = table_rows[pairs + 1 + comm.Get_rank()]
+    rank_row = table_rows[tasks + 1 + comm.Get_rank()]
     rank_row[RANK_SECONDS] = time.perf_counter() - started
     rank_row[RANK_STOP_SIGNAL] = stop_signal
     parallel.sum_records(comm, table_rows)
-    if not np.array_equal(table_rows[:pairs, OFFSET], offsets):
+    if not np.array_equal(table_rows[:tasks, OFFSET], offsets):
         raise RuntimeError("ranks disagree on the noise offsets of this generation")
-    return table_rows
+    return population, table_rows
 
 
-def advance(run: Run, table_rows: np.ndarray, table, seconds: float, checkpoint_s: float) -> None:
+def population_statistics(returns: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean, std, min, max) of the finite returns (NaN when none is): one failed episode must
+    not turn the history's population columns into NaN."""
+    finite = returns[np.isfinite(returns)]
+    if not finite.size:
+        return (np.nan,) * 4
+    return finite.mean(), finite.std(), finite.min(), finite.max()
+
+
+def advance(
+    run: Run,
+    population: Population,
+    table_rows: np.ndarray,
+    table,
+    seconds: float,
+    checkpoint_s: float,
+) -> None:
     """Apply one generation's results to `run` (identically on every rank, but for the timings in
     the history row: `seconds` since the generation started and `checkpoint_s` spent writing the
     previous checkpoint, as this rank measured them)."""
     update_started = time.perf_counter()
-    config, pairs = run.config, run.config.pairs
-    returns = table_rows[:pairs, [RETURN_POS, RETURN_NEG]]
-    offsets = table_rows[:pairs, OFFSET].astype(np.int64)
-    eval_return = table_rows[pairs, RETURN_POS]
-    steps = int(table_rows[: pairs + 1, [LENGTH_POS, LENGTH_NEG]].sum())
-    lr, sigma = run.search.lr, run.search.sigma
+    config, tasks, width = run.config, population.offsets.size, len(population.signs)
+    returns = table_rows[:tasks, RETURN : RETURN + width]
+    lengths = table_rows[:tasks, LENGTH : LENGTH + width]
+    eval_return = table_rows[tasks, RETURN]
+    steps = int(lengths.sum() + table_rows[tasks, LENGTH])
+    lr, sigma = run.strategy.step_sizes(run.state, population)
     if eval_return > run.best[0]:
-        run.best = (eval_return, run.generation + 1, run.search.theta.copy(), run.obs_norm)
-    run.search = es.update(run.search, returns, offsets, table, config)
+        run.best = (eval_return, run.generation + 1, run.state.theta.copy(), run.obs_norm)
+    run.state = run.strategy.tell(run.state, population, returns, table, config)
     if normalising(run.spec, config):
         n_obs = run.spec.sizes[0]
-        sums = table_rows[:pairs, FIXED_COLUMNS:].sum(axis=0)
-        count = float(table_rows[:pairs, [LENGTH_POS, LENGTH_NEG]].sum())
-        run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
+        sums = table_rows[:tasks, FIXED_COLUMNS:].sum(axis=0)
+        run.obs_norm = run.obs_norm.merged(float(lengths.sum()), sums[:n_obs], sums[n_obs:])
     run.generation += 1
     update_s = time.perf_counter() - update_started
     seconds += update_s + checkpoint_s
-    rank_seconds = table_rows[pairs + 1 :, RANK_SECONDS]
+    rank_seconds = table_rows[tasks + 1 :, RANK_SECONDS]
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
-    row["episodes"] = run.episodes + 2 * pairs + 1
-    row["return_mean"], row["return_std"] = returns.mean(), returns.std()
-    row["return_min"], row["return_max"] = returns.min(), returns.max()
+    row["episodes"] = run.episodes + population.size + 1
+    statistics = population_statistics(returns)
+    row["return_mean"], row["return_std"], row["return_min"], row["return_max"] = statistics
     row["eval_return"], row["lr"], row["sigma"] = eval_return, lr, sigma
     row["wall_s"] = run.wall_s + seconds
     row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
@@ -342,13 +359,14 @@ class Trainer:
         already take the next generation's tasks."""
         run, comm = self.run, self.comm
         started = time.perf_counter()
-        table_rows = run_generation(
+        population, table_rows = run_generation(
             run, self.stepped, self.actor, self.table, self.horizon, comm, self.counter, stop_signal
         )
-        advance(run, table_rows, self.table, time.perf_counter() - started, self.checkpoint_s)
+        seconds = time.perf_counter() - started
+        advance(run, population, table_rows, self.table, seconds, self.checkpoint_s)
         self.checkpoint_s = 0.0
         if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
-            comm, run.search.theta
+            comm, run.state.theta
         ):
             raise RuntimeError(
                 f"ranks hold different parameters after generation {run.generation}: the update "
@@ -361,7 +379,7 @@ class Trainer:
             checkpoint.save(self.path, to_checkpoint(run, comm.Get_size()))
             self.checkpoint_s = time.perf_counter() - writing
             self.saved = run.generation
-        return int(table_rows[run.config.pairs + 1 :, RANK_STOP_SIGNAL].max())
+        return int(table_rows[population.offsets.size + 1 :, RANK_STOP_SIGNAL].max())
 
 
 def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> Trainer:
@@ -392,7 +410,7 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
         comm, lambda: spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     )
     if run is None:
-        run = new_run(config, spec)
+        run = parallel.everywhere(comm, lambda: new_run(config, spec))
     elif run.spec != spec:
         parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
     envs.first_reset(env, config.seed)
@@ -408,9 +426,11 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
     counter = parallel.TaskCounter(comm)
     if rank == 0:
         what = f"resuming at generation {run.generation}" if state else "starting"
+        members = run.strategy.ask(run.state, config, run.generation, table.size).size
         print(
             f"esmpi: {what} {config.env} seed {config.seed} on {n_ranks} rank(s), "
-            f"{spec.n_params:,} parameters, popsize {config.popsize}; checkpoint {path}",
+            f"{config.strategy}, {spec.n_params:,} parameters, popsize {members}; "
+            f"checkpoint {path}",
             flush=True,
         )
     return Trainer(run, stepped, horizon, actor, table, comm, counter, path, run.generation)

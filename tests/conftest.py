@@ -26,26 +26,32 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def esmpi(*args: str, ranks: int | None = None, cwd=None, timeout: float = 600):
-    """Run `esmpi ARGS` (under `mpiexec -n ranks` when given); return the CompletedProcess."""
+# MPICH splits the ranks of one machine into this many emulated nodes for
+# Split_type(COMM_TYPE_SHARED): the per-node noise tables and the task split between nodes run.
+TWO_NODES = {"MPIR_CVAR_NUM_CLIQUES": "2"}
+
+
+def esmpi(*args: str, ranks: int | None = None, cwd=None, timeout: float = 600, variables=None):
+    """Run `esmpi ARGS` (under `mpiexec -n ranks` when given), with environment `variables`
+    added; return the CompletedProcess."""
     command = [sys.executable, "-m", "esmpi", *args]
     if ranks is not None:
         command = [MPIEXEC, "-n", str(ranks), *command]
     return subprocess.run(
         command,
         cwd=cwd,
-        env=child_environment(),
+        env={**child_environment(), **(variables or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def mpi_python(code: str, ranks: int, timeout: float = 120):
-    """Run a Python snippet on real MPI ranks."""
+def mpi_python(code: str, ranks: int, timeout: float = 120, variables=None):
+    """Run a Python snippet on real MPI ranks, with environment `variables` added."""
     return subprocess.run(
         [MPIEXEC, "-n", str(ranks), sys.executable, "-c", code],
-        env=child_environment(),
+        env={**child_environment(), **(variables or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

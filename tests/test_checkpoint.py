@@ -9,6 +9,9 @@ import pytest
 from esmpi import checkpoint
 from esmpi.config import Config, UsageError, to_toml
 from esmpi.policy import PolicySpec
+from esmpi.strategies import openai_es
+from esmpi.strategies.base import state_from_items, state_items
+from esmpi.strategies.optimizers import OptimizerState
 
 
 def _state(generation=3):
@@ -27,12 +30,15 @@ def _state(generation=3):
         n_ranks=2,
         theta=np.arange(n, dtype=np.float32),
         policy=spec,
-        optimizer="adam",
-        optimizer_step=generation,
-        first_moment=np.ones(n),
-        second_moment=np.full(n, 2.0),
-        lr=0.01,
-        sigma=0.1,
+        strategy="openai-es",
+        strategy_state=state_items(
+            openai_es.State(
+                theta=np.arange(n, dtype=np.float32),
+                optimizer=OptimizerState(generation, np.ones(n), np.full(n, 2.0)),
+                lr=0.01,
+                sigma=0.1,
+            )
+        ),
         obs_count=50.0,
         obs_mean=np.zeros(4),
         obs_var=np.ones(4),
@@ -53,7 +59,10 @@ def test_round_trip(tmp_path):
     assert loaded.policy == state.policy and loaded.config_toml == state.config_toml
     assert np.array_equal(loaded.theta, state.theta) and loaded.theta.dtype == np.float32
     assert np.array_equal(loaded.history, state.history)
-    assert (loaded.generation, loaded.best_return, loaded.optimizer_step) == (3, 30.0, 3)
+    assert (loaded.generation, loaded.best_return, loaded.strategy) == (3, 30.0, "openai-es")
+    restored = state_from_items(openai_es.State, loaded.strategy_state, loaded.theta)
+    assert restored.optimizer.step == 3 and (restored.lr, restored.sigma) == (0.01, 0.1)
+    assert np.array_equal(restored.optimizer.second_moment, np.full(state.theta.size, 2.0))
 
 
 def test_layout_is_the_documented_one(tmp_path):
@@ -72,11 +81,15 @@ def test_layout_is_the_documented_one(tmp_path):
             "versions",
         ):
             assert name in h5.attrs
-        assert h5.attrs["format"] == "esmpi"
+        assert h5.attrs["format"] == "esmpi" and h5["strategy"].attrs["name"] == "openai-es"
+        assert "units squared" in h5["strategy/optimizer/second_moment"].attrs["unit"]
         for name in (
             "theta",
             "policy",
-            "optimizer",
+            "strategy/optimizer/first_moment",
+            "strategy/optimizer/step",
+            "strategy/lr",
+            "strategy/sigma",
             "obs_norm/count",
             "obs_norm/mean",
             "obs_norm/var",

@@ -94,10 +94,11 @@ def test_inspect_table_is_one_line_per_run_in_the_json_order(trained):
     folder, _ = trained
     runs = json.loads(checked(esmpi("inspect", str(folder), "--json")).stdout)
     lines = checked(esmpi("inspect", str(folder))).stdout.splitlines()
-    assert lines[0].split()[:3] == ["run", "env", "seed"]
+    assert lines[0].split()[:4] == ["run", "env", "strategy", "seed"]
     for line, run in zip(lines[1:], runs, strict=False):
         cells = line.split()
         assert cells[0] == run["run"] and cells[1] == run["env_id"]
+        assert cells[2] == run["strategy"] == "openai-es"
         assert f"{run['timesteps']:,}" in cells
         assert f"{run['last_eval']:.2f}" in cells
         assert f"{run['best_eval']:.2f}" in cells
@@ -383,7 +384,7 @@ def test_every_dataset_and_column_says_what_it_is_and_pandas_reads_the_history(t
         h5.visititems(
             lambda name, item: (datasets if isinstance(item, h5py.Dataset) else groups).append(item)
         )
-        assert len(datasets) == 10 and len(groups) == 4
+        assert len(datasets) == 13 and len(groups) == 5  # /strategy: lr, sigma, optimizer/*
         for item in datasets + groups:
             assert item.attrs.get("description"), item.name
         for dataset in datasets:

@@ -1,0 +1,42 @@
+"""The search strategies, by the name `--strategy` takes. Each module is one strategy (its paper
+in its docstring) with the interface described in `base`; the shared pieces are `fitness`
+(shaping) and `optimizers` (Adam, SGD with momentum, ClipUp)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esmpi.config import UsageError
+from esmpi.strategies import ars
+from esmpi.strategies import openai_es
+from esmpi.strategies.base import Strategy, as_strategy
+
+REGISTRY: dict[str, Strategy] = {
+    "openai-es": as_strategy(openai_es),
+    "ars": as_strategy(ars),
+}
+
+
+def get(name: str) -> Strategy:
+    """The strategy called `name`, or UsageError naming the choices."""
+    if name not in REGISTRY:
+        raise UsageError(f"--strategy must be one of {', '.join(REGISTRY)}; got {name!r}.")
+    return REGISTRY[name]
+
+
+def own_options(name: str) -> frozenset[str]:
+    """Config fields that only some strategies read, less those that `name` reads."""
+    every = {option for strategy in REGISTRY.values() for option in strategy.OPTIONS}
+    return frozenset(every - set(get(name).OPTIONS))
+
+
+def check_options(name: str, given: dict[str, Any]) -> None:
+    """UsageError when `given` (the options the user set) holds one that strategy `name` ignores:
+    a setting that silently does nothing misleads more than a refusal."""
+    unused = sorted(set(given) & own_options(name))
+    if unused:
+        users = [other for other, s in REGISTRY.items() if unused[0] in s.OPTIONS]
+        raise UsageError(
+            f"--{unused[0].replace('_', '-')} has no effect with --strategy {name}; it is an "
+            f"option of {', '.join(users)}."
+        )

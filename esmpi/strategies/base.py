@@ -1,0 +1,131 @@
+"""What every search strategy shares: the population it asks for, the member it perturbs, and
+how its frozen state is described as named arrays for the checkpoint.
+
+A strategy is a module with a frozen `State` (its `theta` is the centre the unperturbed policy
+runs), `initial(config, theta) -> State`, `ask(state, config, generation, table_size) ->
+Population`, `tell(state, population, returns, table, config) -> State` and
+`step_sizes(state, population) -> (lr, sigma)` for the history; `OPTIONS` names the Config fields
+it reads beyond the common ones, `DEFAULTS` the values it needs where the dataclass defaults are
+OpenAI-ES's. Pure numpy: no MPI, HDF5 or Gymnasium. Every rank calls `ask` and `tell` with the same
+inputs and gets the same bits, so results do not depend on the number of ranks (evosax's
+init/ask/tell on an immutable state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from esmpi import noise
+from esmpi.config import Config
+
+MIRRORED, SINGLE = (1, -1), (1,)
+
+
+@dataclass(frozen=True)
+class Population:
+    """What to evaluate in one generation. Task k runs the members
+    theta + sign * scale * table[offsets[k] : offsets[k] + n_params] for each sign in `signs`,
+    all on the same episode seed (common random numbers for an antithetic pair)."""
+
+    offsets: np.ndarray  # int64 (tasks,)
+    signs: tuple[int, ...]  # MIRRORED (each task an antithetic pair) or SINGLE
+    scale: np.ndarray  # float32: () one sigma for every parameter, or (n_params,)
+
+    @property
+    def size(self) -> int:
+        return self.offsets.size * len(self.signs)
+
+    def signed_scales(self) -> dict[int, np.ndarray | np.float32]:
+        """sign -> sign * scale in float32 (negation is exact, so -eps is the mirror of +eps)."""
+        return {sign: (sign * self.scale).astype(np.float32) for sign in self.signs}
+
+
+def population(
+    config: Config, generation: int, tasks: int, n_params: int, table_size: int, signs, scale
+) -> Population:
+    """The Population of `tasks` noise slices drawn from (seed, generation), the same on every
+    rank without communication."""
+    offsets = noise.noise_offsets(config.seed, generation, tasks, n_params, table_size)
+    return Population(offsets, signs, np.asarray(scale, dtype=np.float32))
+
+
+def perturbed(theta: np.ndarray, eps: np.ndarray, signed_scale, out: np.ndarray) -> np.ndarray:
+    """out = theta + signed_scale * eps in float32 (signed_scale from Population.signed_scales)."""
+    np.multiply(eps, signed_scale, out=out)
+    out += theta
+    return out
+
+
+def described(description: str, unit: str = "1") -> Any:
+    """A State field with its meaning and unit, written beside it in the checkpoint."""
+    return field(metadata={"description": description, "unit": unit})
+
+
+class Strategy(Protocol):
+    """The module interface above, for the type checker."""
+
+    OPTIONS: tuple[str, ...]
+    DEFAULTS: dict[str, Any]
+    State: type
+
+    def initial(self, config: Config, theta: np.ndarray) -> Any: ...
+
+    def ask(self, state: Any, config: Config, generation: int, table_size: int) -> Population: ...
+
+    def tell(
+        self,
+        state: Any,
+        population: Population,
+        returns: np.ndarray,
+        table: np.ndarray,
+        config: Config,
+    ) -> Any: ...
+
+    def step_sizes(self, state: Any, population: Population) -> tuple[float, float]: ...
+
+
+def as_strategy(module: ModuleType) -> Strategy:
+    return typing.cast(Strategy, module)
+
+
+# The checkpoint's view of a state: name -> (value, description, unit), a nested dict for a
+# nested state (the optimizer's). `theta` is left out: the checkpoint keeps it as /theta.
+Items = dict[str, Any]
+
+
+def state_items(state: Any) -> Items:
+    items: Items = {}
+    for state_field in dataclasses.fields(state):
+        if state_field.name == "theta":
+            continue
+        value = getattr(state, state_field.name)
+        if dataclasses.is_dataclass(value):
+            items[state_field.name] = state_items(value)
+        else:
+            meta = state_field.metadata
+            items[state_field.name] = (value, meta["description"], meta["unit"])
+    return items
+
+
+def state_from_items(state_type: type, items: Items, theta=None) -> Any:
+    """Rebuild a State from `items` as state_items describes them (and the checkpoint reads them
+    back), with `theta` when the state has one."""
+    hints = typing.get_type_hints(state_type)
+    arguments: dict[str, Any] = {}
+    for state_field in dataclasses.fields(state_type):
+        name, kind = state_field.name, hints[state_field.name]
+        if name == "theta":
+            arguments[name] = theta
+        elif dataclasses.is_dataclass(kind):
+            arguments[name] = state_from_items(typing.cast(type, kind), items[name])
+        elif kind in (int, float, bool):
+            arguments[name] = kind(items[name][0])
+        else:
+            arguments[name] = np.asarray(items[name][0])
+    return state_type(**arguments)

@@ -1,0 +1,227 @@
+"""Every search strategy in the registry, through one parametrised set of tests (evosax's
+pattern): the interface, determinism, failed returns, the checkpoint round trip, and on real MPI
+ranks bit-identical results with 1, 2, 3 ranks and with 4 ranks on two emulated nodes, and exact
+resume. Each strategy's own equations are checked in its own test file."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import SMALL_TABLE, TESTS, TWO_NODES, checked, esmpi, mpi_python, read_theta
+from esmpi import checkpoint, noise, presets, strategies
+from esmpi.config import Config, UsageError
+from esmpi.strategies.base import perturbed, state_from_items, state_items
+
+NAMES = sorted(strategies.REGISTRY)
+N_PARAMS = 30
+TABLE = noise.build_table(1 << 16, seed=5)
+
+
+def _config(name: str, **values) -> Config:
+    config, _ = presets.resolve({"strategy": name, "env": "Pendulum-v1", "popsize": 12, **values})
+    return config
+
+
+def _returns(state, population) -> np.ndarray:
+    """Returns of a smooth objective (minus the distance to a target), one per member."""
+    target = np.linspace(-1.0, 1.0, N_PARAMS)
+    member = np.empty(N_PARAMS, dtype=np.float32)
+    scales = population.signed_scales()
+    returns = np.empty((population.offsets.size, len(population.signs)))
+    for k, offset in enumerate(population.offsets):
+        for j, sign in enumerate(population.signs):
+            perturbed(state.theta, TABLE[offset : offset + N_PARAMS], scales[sign], member)
+            returns[k, j] = -np.square(member - target).sum()
+    return returns
+
+
+def _generations(name: str, count: int, config: Config | None = None):
+    config = config or _config(name)
+    strategy = strategies.get(name)
+    state = strategy.initial(config, np.full(N_PARAMS, 0.1, dtype=np.float32))
+    for generation in range(count):
+        population = strategy.ask(state, config, generation, TABLE.size)
+        state = strategy.tell(state, population, _returns(state, population), TABLE, config)
+    return state
+
+
+def _equal_states(a, b) -> bool:
+    for item in dataclasses.fields(a):
+        x, y = getattr(a, item.name), getattr(b, item.name)
+        same = _equal_states(x, y) if dataclasses.is_dataclass(x) else np.array_equal(x, y)
+        if not same:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_strategy_module_has_the_interface(name):
+    strategy = strategies.get(name)
+    fields = {item.name for item in Config.fields()}
+    assert set(strategy.OPTIONS) <= fields and set(strategy.DEFAULTS) <= fields
+    assert strategy.__doc__ and "20" in strategy.__doc__  # cites its paper (a year)
+    assert {item.name for item in dataclasses.fields(strategy.State)} >= {"theta"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ask_depends_only_on_seed_and_generation(name):
+    config, strategy = _config(name), strategies.get(name)
+    state = strategy.initial(config, np.zeros(N_PARAMS, dtype=np.float32))
+    first = strategy.ask(state, config, 3, TABLE.size)
+    again = strategy.ask(state, config, 3, TABLE.size)
+    assert np.array_equal(first.offsets, again.offsets) and first.signs == again.signs
+    assert not np.array_equal(first.offsets, strategy.ask(state, config, 4, TABLE.size).offsets)
+    other_seed = config.replace(seed=1)
+    assert not np.array_equal(first.offsets, strategy.ask(state, other_seed, 3, TABLE.size).offsets)
+    assert first.scale.dtype == np.float32 and first.scale.shape in ((), (N_PARAMS,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tell_is_deterministic_and_improves_a_smooth_objective(name):
+    first, second = _generations(name, 25), _generations(name, 25)
+    assert _equal_states(first, second)
+    assert first.theta.dtype == np.float32 and np.isfinite(first.theta).all()
+    target = np.linspace(-1.0, 1.0, N_PARAMS)
+    start = np.square(np.full(N_PARAMS, 0.1) - target).sum()
+    assert np.square(first.theta - target).sum() < start
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_return_that_is_not_finite_ranks_worst(name):
+    """NaN, +inf and -inf returns all count as the worst member's (today's ranking would make
+    NaN the best): the update is the same for each and stays finite."""
+    config, strategy = _config(name), strategies.get(name)
+    state = strategy.initial(config, np.full(N_PARAMS, 0.1, dtype=np.float32))
+    population = strategy.ask(state, config, 0, TABLE.size)
+    returns = _returns(state, population)
+    best = np.unravel_index(np.argmax(returns), returns.shape)
+    updates = []
+    for value in (np.nan, np.inf, -np.inf):
+        failed = returns.copy()
+        failed[best] = value
+        updates.append(strategy.tell(state, population, failed, TABLE, config))
+    assert _equal_states(updates[0], updates[1]) and _equal_states(updates[0], updates[2])
+    assert np.isfinite(updates[0].theta).all()
+    # ... and like a member below (rank-based) or at (value-based) the lowest finite return
+    candidates = []
+    for value in (returns.min() - 1.0, returns.min()):
+        worst = returns.copy()
+        worst[best] = value
+        candidates.append(strategy.tell(state, population, worst, TABLE, config))
+    assert any(_equal_states(updates[0], candidate) for candidate in candidates)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_state_survives_the_checkpoint_bit_for_bit(name, tmp_path):
+    from test_checkpoint import _state
+
+    state = _generations(name, 3)
+    stored = dataclasses.replace(
+        _state(), theta=state.theta, strategy=name, strategy_state=state_items(state)
+    )
+    path = str(tmp_path / checkpoint.FILENAME)
+    checkpoint.save(path, stored)
+    loaded = checkpoint.load(path)
+    assert loaded.strategy == name
+    restored = state_from_items(strategies.get(name).State, loaded.strategy_state, loaded.theta)
+    assert _equal_states(state, restored)
+    with h5py.File(path) as h5:
+        nodes: list = []
+        h5["strategy"].visititems(lambda _, node: nodes.append(node))
+        assert nodes and all(node.attrs["description"] for node in nodes)
+        assert all(node.attrs["unit"] for node in nodes if isinstance(node, h5py.Dataset))
+
+
+def test_an_unknown_strategy_and_another_strategys_option_are_one_sentence():
+    with pytest.raises(UsageError, match="--strategy must be one of openai-es"):
+        presets.resolve({"strategy": "cma"})
+    for name in NAMES:
+        foreign = sorted(strategies.own_options(name))
+        if foreign:
+            with pytest.raises(UsageError, match="has no effect with --strategy " + name):
+                presets.resolve({"strategy": name, foreign[0]: Config().__dict__[foreign[0]]})
+
+
+def test_a_preset_tunes_openai_es_alone():
+    tuned, _ = presets.resolve({"env": "HopperBulletEnv-v0"})
+    assert (tuned.sigma, tuned.lr, tuned.action_map) == (0.02, 0.01, "tanh")
+    for name in NAMES:
+        if name != "openai-es":
+            config, _ = presets.resolve({"env": "HopperBulletEnv-v0", "strategy": name})
+            assert config.action_map == "tanh"  # the environment's settings still apply
+            defaults = strategies.get(name).DEFAULTS
+            assert config.sigma == defaults.get("sigma", Config().sigma)
+
+
+# --- on real MPI ranks --------------------------------------------------------------------------
+
+TRAIN = ["train", "--env", "Pendulum-v1", "--popsize", "10", "--hidden", "8", *SMALL_TABLE]
+
+
+def test_mpich_emulates_two_nodes_of_two_ranks():
+    """The 4-rank runs below really split into two nodes (two noise tables, two task shares)."""
+    code = (
+        "from mpi4py import MPI; node = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED); "
+        "sizes = MPI.COMM_WORLD.gather(node.Get_size()); "
+        "print(sizes) if MPI.COMM_WORLD.Get_rank() == 0 else None"
+    )
+    assert checked(mpi_python(code, 4, variables=TWO_NODES)).stdout.strip() == "[2, 2, 2, 2]"
+
+
+def _strategy_group(path) -> dict:
+    values = {}
+    with h5py.File(path) as h5:
+        h5["strategy"].visititems(
+            lambda name, node: (
+                values.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None
+            )
+        )
+        values["history/eval_return"] = h5["history"]["eval_return"]
+    return values
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name", NAMES)
+def test_results_do_not_depend_on_ranks_or_nodes_and_resume_is_exact(name, runs):
+    """4 generations on 1, 2, 3 ranks and on 4 ranks in two emulated nodes, and 2 generations
+    then a resume to 4 on another number of ranks: the same parameters and strategy state,
+    bit for bit."""
+    common = [*TRAIN, "--strategy", name, "--folder", str(runs)]
+    layouts = {"ranks1": (1, None), "ranks2": (2, None), "ranks3": (3, None)}
+    layouts["nodes2x2"] = (4, TWO_NODES)
+    for run, (ranks, variables) in layouts.items():
+        args = [*common, "--generations", "4", "--run-name", run]
+        checked(esmpi(*args, ranks=ranks, variables=variables))
+    checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
+    resumed = checked(
+        esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3)
+    )
+    assert "resuming at generation 2" in resumed.stdout
+    reference = runs / "ranks1" / "checkpoint.h5"
+    expected_theta, expected_state = read_theta(reference), _strategy_group(reference)
+    for run in [*layouts, "split"]:
+        path = runs / run / "checkpoint.h5"
+        assert np.array_equal(read_theta(path), expected_theta), run
+        state = _strategy_group(path)
+        assert state.keys() == expected_state.keys()
+        assert all(np.array_equal(state[key], expected_state[key]) for key in state), run
+
+
+@pytest.mark.mpi
+def test_a_format_1_checkpoint_resumes_exactly(tmp_path):
+    """A checkpoint written before the strategies existed (esmpi 9f74d64: OpenAI-ES with SGD,
+    Pendulum-v1, 5 of 10 generations on 2 ranks) continues to the parameters that version
+    reached in one go (theta_at_10.npy, from the same version)."""
+    data = TESTS / "data" / "format1"
+    shutil.copy(data / "checkpoint.h5", tmp_path / "checkpoint.h5")
+    result = checked(esmpi("train", "--resume", str(tmp_path), "--generations", "10", ranks=2))
+    assert "resuming at generation 5" in result.stdout
+    assert np.array_equal(read_theta(tmp_path / "checkpoint.h5"), np.load(data / "theta_at_10.npy"))
+    with h5py.File(tmp_path / "checkpoint.h5") as h5:
+        assert h5.attrs["format_version"] == checkpoint.FORMAT_VERSION
+        assert h5["strategy"].attrs["name"] == "openai-es"

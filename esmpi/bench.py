@@ -347,12 +347,19 @@ def run_probe(probe: str, ranks: int, settings: dict):
 
 
 def train_run(
-    env_id: str, ranks: int, popsize: int, generations: int, folder: str, cap: int
+    env_id: str,
+    ranks: int,
+    popsize: int,
+    generations: int,
+    folder: str,
+    cap: int,
+    options: tuple[str, ...] = (),
 ) -> dict:
-    """Run the real `esmpi train` under mpiexec and read its history back."""
+    """Run the real `esmpi train` (with `options` added) under mpiexec and read its history
+    back."""
     name = f"{env_id.replace('/', '-')}__{ranks}__{popsize}__{len(os.listdir(folder))}"
     command = parallel.mpiexec_command(ranks, ["train", "--env", env_id, "--popsize", str(popsize)])
-    command += ["--generations", str(generations)]
+    command += ["--generations", str(generations), *options]
     command += ["--print-every", str(generations), "--folder", folder, "--run-name", name]
     command += ["--max-steps", str(cap)]
     started = time.perf_counter()
@@ -363,6 +370,31 @@ def train_run(
     history = checkpoint.load(os.path.join(folder, name)).history
     block = summary_of_rows(history, None)
     return training_figures(block, ranks, popsize, total - block["seconds"])
+
+
+def strategy_updates(ranks: int, popsize: int, folder: str, cap: int, openai_es: dict) -> list:
+    """Each strategy's update (its `tell`, and the observation statistics) as a share of a
+    HalfCheetah-v5 generation at `popsize`, all with the default MLP (ARS's default linear
+    policy would hide the cost of a large parameter vector); `openai_es` is that run already
+    made with the defaults."""
+    from esmpi import strategies
+
+    rows = []
+    for name in strategies.REGISTRY:
+        if name == "openai-es":
+            figures = openai_es
+        else:
+            options = ("--strategy", name, "--policy", "mlp")
+            figures = train_run("HalfCheetah-v5", ranks, popsize, 2, folder, cap, options)
+        rows.append(
+            {
+                "strategy": name,
+                "update_s": figures["update_s"],
+                "generation_s": figures["generation_s"],
+                "update_share": figures["split"]["update"],
+            }
+        )
+    return rows
 
 
 def memory_probe(settings: dict) -> None:
@@ -582,6 +614,7 @@ def run(
                 "machine_scaling": cheetah["machine_scaling"],
             }
             big = train_run("HalfCheetah-v5", ranks, big_popsize, 2, folder, cap)
+            report["strategies"] = strategy_updates(ranks, big_popsize, folder, cap, big)
             split = big["split"]
             report["overhead_big_population"] = {
                 "env": "HalfCheetah-v5",
@@ -680,6 +713,12 @@ def table(report: dict) -> str:
             f"noise + update + collectives at popsize {overhead['popsize']} on {overhead['env']}: "
             f"{overhead['noise_update_collectives_share']:.2%} of generation time"
         )
+        lines.append("the update's share of a generation there, by strategy (same MLP):")
+        for row in report["strategies"]:
+            lines.append(
+                f"  {row['strategy']:<12}{row['update_s'] * 1e3:>8.1f} ms of "
+                f"{row['generation_s']:>6.2f} s  {row['update_share']:>7.2%}"
+            )
         model = report["scaling_model"]
         lines.append("")
         lines.append(

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import checked, esmpi
+from esmpi import strategies
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,9 @@ def test_bench_reports_every_part(tmp_path):
     assert report["strong_scaling"]["efficiency"] > 0
     assert len(report["strong_scaling"]["efficiency_of_each_pair"]) == 2
     assert [row["ranks"] for row in report["scaling_model"]["rows"]][-1] == 1024
+    assert [row["strategy"] for row in report["strategies"]] == list(strategies.REGISTRY)
+    assert all(0 < row["update_share"] < 1 for row in report["strategies"])
+    assert "by strategy" in result.stdout
     memory = report["memory"]
     assert [row["ranks"] for row in memory] == [1, 2, 4]
     # The table is held once per node: proportional memory per rank falls as ranks share it.

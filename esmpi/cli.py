@@ -67,10 +67,30 @@ _POLICY_OPTIONS = {
 }
 
 
+class _DefaultsAndEpilog(
+    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
+):
+    """Defaults after each option's help; the epilog's lines kept as written."""
+
+
+def _strategy_defaults() -> str:
+    """The --help epilog: each strategy's options and the defaults it sets."""
+    from esmpi import strategies
+    from esmpi.presets import describe
+
+    lines = ["strategies (--strategy), the options each reads and the defaults each sets:"]
+    for name, strategy in strategies.REGISTRY.items():
+        options = " ".join("--" + option.replace("_", "-") for option in strategy.OPTIONS)
+        lines.append(f"  {name:<11} reads {options or 'no option of its own'}")
+        lines.append(f"  {'':<11} sets  {describe(strategy.DEFAULTS) or 'nothing: the defaults'}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="esmpi",
-        description="Train policies with OpenAI Evolution Strategies across MPI ranks.",
+        description="Train policies with Evolution Strategies (OpenAI-ES, PGPE, SNES, ARS, "
+        "sep-CMA-ES) across MPI ranks.",
     )
     parser.add_argument("--version", action="version", version=f"esmpi {esmpi.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -79,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a policy (under mpiexec/srun, or with --threads N)",
         description="Train a policy. Run under `mpiexec -n N` or `srun`, or give --threads N. "
-        "Options come from the defaults, then the environment's preset (`esmpi envs`), then "
+        "Options come from the defaults (shown below: OpenAI-ES's), then the strategy's own "
+        "defaults (listed at the end), then the environment's preset (`esmpi envs`), then "
         "--config FILE, then the command line.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=_strategy_defaults(),
+        formatter_class=_DefaultsAndEpilog,
     )
     train.add_argument("--config", metavar="FILE", help="TOML file holding any of the options")
     train.add_argument(

@@ -99,6 +99,11 @@ class Config:
         "their papers' 4 + 3 ln(parameters)",
     )
     generations: int = _option(100, "Generations to run, counted from the start of the run")
+    total_steps: int = _option(
+        0,
+        "Also end the run after the generation in which its environment steps (all episodes, "
+        "counted from the start of the run) reach TOTAL_STEPS; 0: --generations alone ends it",
+    )
     optimizer: str = _option(
         "adam",
         "openai-es, pgpe: 'adam' (Salimans et al.), 'sgd' (with --momentum) or 'clipup' "
@@ -235,7 +240,7 @@ def _flag(name: str) -> str:
 
 def validate(config: Config) -> Config:
     """Raise UsageError with one clear sentence for the first invalid setting."""
-    for name in ("popsize", "top_directions", "max_speed", "stdev_lr"):
+    for name in ("popsize", "top_directions", "max_speed", "stdev_lr", "total_steps"):
         if getattr(config, name) < 0:
             raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
     if not 0 <= config.momentum < 1 or not config.stdev_max_change > 0:

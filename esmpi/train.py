@@ -77,6 +77,22 @@ class Run:
         return int(self.history[-1]["episodes"]) if self.history else 0
 
     @property
+    def finished(self) -> bool:
+        """Whether the run has done its --generations or spent its --total-steps."""
+        budget = self.config.total_steps
+        return self.generation >= self.config.generations or bool(
+            budget and self.timesteps >= budget
+        )
+
+    @property
+    def done_share(self) -> float:
+        """How much of the run is done: of its generations or of its step budget, the larger."""
+        share = self.generation / self.config.generations
+        if self.config.total_steps:
+            share = max(share, self.timesteps / self.config.total_steps)
+        return min(share, 1.0)
+
+    @property
     def wall_s(self) -> float:
         return float(self.history[-1]["wall_s"]) if self.history else 0.0
 
@@ -255,11 +271,11 @@ def progress_line(run: Run) -> str:
     population's returns, then steps, speed and time, with the time left at the run's pace."""
     from esmpi.results import duration
 
-    row, total = run.history[-1], run.config.generations
+    row, total, done = run.history[-1], run.config.generations, run.done_share
     seconds_per_gen = row["wall_s"] - (run.history[-2]["wall_s"] if len(run.history) > 1 else 0)
-    left = row["wall_s"] / run.generation * max(total - run.generation, 0)
+    left = row["wall_s"] / done * (1 - done) if done > 0 else 0.0
     return (
-        f"gen {run.generation:>5}/{total} {run.generation / total:>4.0%} | "
+        f"gen {run.generation:>5}/{total} {done:>4.0%} | "
         f"eval {row['eval_return']:>9.2f} best {run.best[0]:>9.2f} | "
         f"population mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f} | "
         f"{row['timesteps']:>11,} steps {row['steps_per_s']:>8,.0f}/s {seconds_per_gen:>6.2f} s/gen"
@@ -292,7 +308,7 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
 
 # Options a resumed run may change: they decide how long it runs and how it reports, not what it
 # computes.
-RESUMABLE_CHANGES = ("generations", "print_every", "check_every")
+RESUMABLE_CHANGES = ("generations", "total_steps", "print_every", "check_every")
 
 
 def resumed_config(stored: Config, requested: Config, explicit: frozenset[str]) -> Config:
@@ -372,7 +388,7 @@ class Trainer:
                 f"ranks hold different parameters after generation {run.generation}: the update "
                 "is not deterministic here (mixed CPU types or numba builds across nodes?)"
             )
-        last = run.generation == run.config.generations
+        last = run.finished
         if comm.Get_rank() == 0 and (run.generation % run.config.print_every == 0 or last):
             print(progress_line(run), flush=True)
             writing = time.perf_counter()
@@ -444,13 +460,13 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
     trainer = prepare(config, comm, resume, explicit)
     run = trainer.run
     stopped_by = 0
-    while run.generation < run.config.generations and not stopped_by:
+    while not run.finished and not stopped_by:
         # Every rank learns of a signal with the same generation's results, so all ranks stop
         # after the same generation.
         stopped_by = trainer.generation(stop.received)
     stop.restore()
     rank, n_ranks = comm.Get_rank(), comm.Get_size()
-    if stopped_by and run.generation < run.config.generations:
+    if stopped_by and not run.finished:
         stop_early(run, trainer.path, trainer.saved, stopped_by, rank, n_ranks)
     if rank == 0:
         print(final_summary(run, trainer.path, n_ranks), flush=True)

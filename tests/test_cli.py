@@ -208,3 +208,16 @@ def test_version_and_module_entry_point():
         env=child_environment(),
     )
     assert result.stdout.startswith("esmpi ")
+
+
+def test_total_steps_ends_the_run_at_its_step_budget_and_a_resume_may_raise_it(runs):
+    """Pendulum's episodes last 200 steps: 5 episodes (2 pairs and the evaluation) a
+    generation, so a budget of 2,500 steps ends after generation 3 (3,000 steps)."""
+    common = ["--env", "Pendulum-v1", "--popsize", "4", "--hidden", "8", *SMALL_TABLE]
+    args = ["train", *common, "--generations", "100", "--folder", str(runs), "--run-name", "b"]
+    result = checked(esmpi(*args, "--total-steps", "2500", ranks=2))
+    assert "3 generations, 3,000 steps" in result.stdout
+    resumed = checked(esmpi("train", "--resume", str(runs / "b"), "--total-steps", "4000", ranks=2))
+    assert "4 generations, 4,000 steps" in resumed.stdout
+    with h5py.File(runs / "b" / "checkpoint.h5") as h5:
+        assert h5["history"]["timesteps"].tolist() == [1000, 2000, 3000, 4000]

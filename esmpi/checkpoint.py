@@ -229,7 +229,8 @@ def _write(h5, state: Checkpoint) -> None:
 
 
 _POLICY_DESCRIPTION = (
-    "kind 'mlp' or 'cnn' (convolutions first, see esmpi.kernels.cnn_step; obs_shape, obs_scale). "
+    "kind 'mlp', 'linear' (sizes (n_in, n_out): one layer) or 'cnn' (convolutions first, see "
+    "esmpi.kernels.cnn_step; obs_shape, obs_scale). "
     "MLP layout of theta: per layer the weights (n_in, n_out) row-major, then the bias (n_out,) if "
     "bias; a layer computes x @ W + b, hidden layers apply activation; output 'argmax' picks "
     "action_start + argmax, 'clip' clips to [action_low, action_high], 'tanh' maps to "

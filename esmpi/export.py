@@ -4,7 +4,8 @@ forward pass for MLP and CNN policies and every action mapping).
 
 Keys of the file (all plain arrays, no pickles):
 
-    kind                  'mlp', or 'cnn': convolutions before the dense layers
+    kind                  'mlp'; 'linear' (one layer, no hidden: x @ W0 + b0); or 'cnn':
+                          convolutions before the dense layers
     W0, b0, W1, b1, ...   float32 layer weights (n_in, n_out) and biases (n_out,); a layer computes
                           x @ W + b (biases are zeros for a policy trained without them)
     n_layers              number of layers

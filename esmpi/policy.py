@@ -1,10 +1,12 @@
-"""The policies (an MLP, and a CNN for pixel observations): parameter layout, initialisation,
-observation encoding and action mapping.
+"""The policies (an MLP, a linear policy, and a CNN for pixel observations): parameter layout,
+initialisation, observation encoding and action mapping.
 
 A policy is a flat float32 vector `theta` plus a `PolicySpec` that says how to read it (see the
 layouts in `kernels.py`). `Actor` (MLP) and `CnnActor` own the per-rank scratch buffers and turn
 one raw observation into one action with a single call of `kernels.policy_step` or
-`kernels.cnn_step`; `actor_for` picks the one a spec needs.
+`kernels.cnn_step`; `actor_for` picks the one a spec needs. The linear policy (ARS's, Mania et al.
+2018) is the MLP without hidden layers, sizes (n_in, n_out): the action is the output map of
+(normalised obs) @ M (+ b), run by the same kernel; only its initial parameters differ (zero).
 
 Box actions are mapped per dimension: 'clip' to the bounds, 'tanh' or 'sigmoid' rescaled into
 them (`--action-map tanh,sigmoid,sigmoid` gives each dimension its own; one name maps all).
@@ -44,7 +46,9 @@ class PolicySpec:
     action_high: tuple[float, ...] = ()
     action_shape: tuple[int, ...] = ()  # the Box action's own shape; the policy outputs it flat
     action_start: int = 0  # Discrete(n, start): the first action's value
-    kind: str = "mlp"  # 'mlp', or 'cnn': convolutions (kernels.CONV_LAYERS) before the layers
+    # 'mlp'; 'linear': sizes (n_in, n_out), one layer, zero at the start; or 'cnn':
+    # convolutions (kernels.CONV_LAYERS) before the layers
+    kind: str = "mlp"
     # cnn: the observation as (stack, height, width, colours); sizes[0] is the pooled conv output
     obs_shape: tuple[int, ...] = ()
     obs_scale: float = 1.0  # cnn: the input is multiplied by this (1/255: pixels in [0, 1])
@@ -120,7 +124,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     """The PolicySpec for an environment's spaces, or UsageError if they are unsupported."""
     from gymnasium import spaces
 
-    pixels: dict[str, Any] = {}
+    architecture: dict[str, Any] = dict(kind=config.policy)  # the spec's kind is the --policy
     if config.policy == "cnn":
         if not isinstance(observation_space, spaces.Box):
             raise UsageError(
@@ -129,7 +133,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
         obs_shape = _frames_shape(tuple(observation_space.shape), config.frame_stack)
         n_in, obs_encoding = cnn_features(obs_shape), "pixels"
         scale = 1.0 / 255.0 if config.scale_obs else 1.0
-        pixels = dict(kind="cnn", obs_shape=obs_shape, obs_scale=scale)
+        architecture.update(obs_shape=obs_shape, obs_scale=scale)
     elif isinstance(observation_space, spaces.Discrete):
         n_in, obs_encoding = int(observation_space.n), "onehot"
     elif isinstance(observation_space, spaces.Box):
@@ -140,9 +144,9 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
             "and Discrete observations (flatten others with a Gymnasium wrapper)."
         )
     common: dict[str, Any] = dict(
-        activation=config.activation, bias=config.bias, obs_encoding=obs_encoding, **pixels
+        activation=config.activation, bias=config.bias, obs_encoding=obs_encoding, **architecture
     )
-    hidden = tuple(config.hidden)
+    hidden = () if config.policy == "linear" else tuple(config.hidden)
     if isinstance(action_space, spaces.Discrete):
         return PolicySpec(
             sizes=(n_in, *hidden, int(action_space.n)),
@@ -185,7 +189,10 @@ def _check_action_map(action_map: str, action_space, low: np.ndarray, high: np.n
 
 def initial_theta(spec: PolicySpec, seed: int) -> np.ndarray:
     """Parameters drawn like the Salimans et al. starter code: each weight column scaled to unit
-    norm (0.01 for the output layer, so that the first actions are near the middle), zero biases."""
+    norm (0.01 for the output layer, so that the first actions are near the middle), zero biases.
+    A linear policy starts at zero, as ARS's M = 0 (Mania et al. 2018, Algorithm 2)."""
+    if spec.kind == "linear":
+        return np.zeros(spec.n_params, dtype=np.float32)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1217]))
     parts = []
     for size, c_in, c_out in spec.conv_shapes:  # HWIO, each output channel's filter unit norm
@@ -363,5 +370,5 @@ def _discrete_actions(spec: PolicySpec) -> tuple:
 
 
 def actor_for(spec: PolicySpec, obs_clip: float = 5.0):
-    """The actor that runs `spec`: Actor for an MLP, CnnActor for a CNN."""
+    """The actor that runs `spec`: Actor for an MLP or a linear policy, CnnActor for a CNN."""
     return CnnActor(spec, obs_clip) if spec.kind == "cnn" else Actor(spec, obs_clip)

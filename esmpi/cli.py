@@ -393,9 +393,11 @@ def run_export(args: argparse.Namespace) -> int:
     from esmpi.export import export
 
     arrays = export(args.path, args.output, args.best)
+    layers = int(arrays["n_layers"])
+    shape = f"{layers} layers, {arrays['activation']} hidden" if layers > 1 else "one layer"
     print(
-        f"esmpi: {arrays['env_id']} {arrays['kind']} policy, {int(arrays['n_layers'])} layers, "
-        f"{arrays['activation']} hidden, {arrays['output']} output, written to {args.output}"
+        f"esmpi: {arrays['env_id']} {arrays['kind']} policy, {shape}, {arrays['output']} output, "
+        f"written to {args.output}"
     )
     return 0
 

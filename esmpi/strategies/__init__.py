@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from esmpi.config import UsageError
-from esmpi.strategies import ars
-from esmpi.strategies import openai_es
+from esmpi.strategies import ars, openai_es, pgpe, sep_cma_es, snes
 from esmpi.strategies.base import Strategy, as_strategy
 
 REGISTRY: dict[str, Strategy] = {
     "openai-es": as_strategy(openai_es),
     "ars": as_strategy(ars),
+    "pgpe": as_strategy(pgpe),
+    "snes": as_strategy(snes),
+    "sep-cma-es": as_strategy(sep_cma_es),
 }
 
 

@@ -6,6 +6,8 @@ would put NaN last, i.e. make it the best member.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -54,3 +56,22 @@ def nes_utilities(count: int) -> np.ndarray:
     max(0, ln(count/2 + 1) - ln(k)) normalised to sum 1, minus 1/count; they sum to zero."""
     raw = np.maximum(0.0, np.log(count / 2 + 1) - np.log(np.arange(1, count + 1)))
     return raw / raw.sum() - 1.0 / count
+
+
+def ranked_weights(returns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """weights[r] (1-d, best first) for the member of rank r in `returns` (any shape), members
+    with equal returns sharing the mean of their weights; non-finite returns rank worst."""
+    flat = worst_if_not_finite(returns).ravel()
+    order = descending_order(flat)
+    ordered = flat[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    sums = np.add.reduceat(weights, starts)
+    counts = np.diff(np.append(starts, flat.size))
+    shared = np.empty(flat.size)
+    shared[order] = np.repeat(sums / counts, counts)
+    return shared.reshape(returns.shape)
+
+
+def paper_popsize(n_params: int) -> int:
+    """lambda = 4 + floor(3 ln d) (Wierstra et al. 2014, Table 1)."""
+    return 4 + math.floor(3 * math.log(n_params))

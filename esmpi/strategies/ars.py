@@ -38,7 +38,7 @@ import numpy as np
 from esmpi import kernels
 from esmpi.config import Config, UsageError
 from esmpi.strategies import fitness
-from esmpi.strategies.base import MIRRORED, Population, described, population
+from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
 
 OPTIONS = ("lr", "top_directions")
 # The paper's linear policy and its step sizes for locomotion (HalfCheetah: alpha 0.02, nu 0.03),
@@ -62,11 +62,7 @@ def directions_used(config: Config) -> int:
 
 
 def check(config: Config, n_params: int) -> None:
-    if config.popsize < 2 or config.popsize % 2:
-        raise UsageError(
-            f"--popsize must be an even number of at least 2 for ars (each direction is an "
-            f"antithetic pair theta +- sigma * delta); got {config.popsize}."
-        )
+    check_pairs(config, "ars")
     if config.top_directions > config.popsize // 2:
         raise UsageError(
             f"--top-directions {config.top_directions} is more than the {config.popsize // 2} "

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from esmpi import noise
-from esmpi.config import Config
+from esmpi.config import Config, UsageError
 
 MIRRORED, SINGLE = (1, -1), (1,)
 
@@ -53,6 +53,15 @@ def population(
     rank without communication."""
     offsets = noise.noise_offsets(config.seed, generation, tasks, n_params, table_size)
     return Population(offsets, signs, np.asarray(scale, dtype=np.float32))
+
+
+def check_pairs(config: Config, strategy: str) -> None:
+    """UsageError unless --popsize is an even number of at least 2 (antithetic pairs)."""
+    if config.popsize < 2 or config.popsize % 2:
+        raise UsageError(
+            f"--popsize must be an even number of at least 2 for {strategy} (members come in "
+            f"antithetic +eps/-eps pairs); got {config.popsize}."
+        )
 
 
 def perturbed(theta: np.ndarray, eps: np.ndarray, signed_scale, out: np.ndarray) -> np.ndarray:

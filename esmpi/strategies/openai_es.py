@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from esmpi import kernels
-from esmpi.config import Config, UsageError
+from esmpi.config import Config
 from esmpi.strategies import fitness, optimizers
-from esmpi.strategies.base import MIRRORED, Population, described, population
+from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
 
 OPTIONS = (
     "optimizer",
@@ -41,11 +41,7 @@ class State:
 
 
 def check(config: Config, n_params: int) -> None:
-    if config.popsize < 2 or config.popsize % 2:
-        raise UsageError(
-            f"--popsize must be an even number of at least 2 (members come in antithetic "
-            f"+eps/-eps pairs); got {config.popsize}."
-        )
+    check_pairs(config, "openai-es")
 
 
 def initial(config: Config, theta: np.ndarray) -> State:

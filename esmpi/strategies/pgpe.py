@@ -28,7 +28,7 @@ import numpy as np
 from esmpi import kernels
 from esmpi.config import Config, UsageError
 from esmpi.strategies import fitness, optimizers
-from esmpi.strategies.base import MIRRORED, Population, described, population
+from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
 
 OPTIONS = ("optimizer", "lr", "momentum", "max_speed", "stdev_lr", "stdev_max_change")
 # ClipUp's recommended setting (Toklu et al., and pgpelib's train_agents scripts): a centre step
@@ -51,11 +51,7 @@ class State:
 
 
 def check(config: Config, n_params: int) -> None:
-    if config.popsize < 2 or config.popsize % 2:
-        raise UsageError(
-            f"--popsize must be an even number of at least 2 for pgpe (members come in "
-            f"symmetric +eps/-eps pairs); got {config.popsize}."
-        )
+    check_pairs(config, "pgpe")
     if config.stdev_lr > 0 and config.stdev_max_change >= 1:
         raise UsageError(
             f"--stdev-max-change must be below 1 for pgpe, or a sigma could reach 0 in one "

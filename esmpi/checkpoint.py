@@ -55,8 +55,19 @@ HISTORY_COLUMNS = (
     ("return_min", "f8", "return", "lowest return in the population"),
     ("return_max", "f8", "return", "highest return in the population"),
     ("eval_return", "f8", "return", "return of the unperturbed policy (theta before the update)"),
-    ("lr", "f8", "1", "learning rate used in this generation's update"),
-    ("sigma", "f8", "1", "perturbation standard deviation used in this generation"),
+    (
+        "lr",
+        "f8",
+        "1",
+        "step size of this generation's update: --lr (snes: eta_mu; sep-cma-es: its sigma)",
+    ),
+    (
+        "sigma",
+        "f8",
+        "1",
+        "perturbation standard deviation in this generation, the mean over parameters where "
+        "each has its own",
+    ),
     ("wall_s", "f8", "s", "wall-clock seconds since the run started, over all resumptions"),
     ("steps_per_s", "f8", "steps/s", "environment steps per second in this generation, all ranks"),
     ("rollout_s", "f8", "s", "seconds the busiest rank spent running episodes this generation"),

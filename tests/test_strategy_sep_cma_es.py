@@ -147,23 +147,6 @@ def test_only_the_best_half_is_read_and_ties_share_their_weight():
     np.testing.assert_allclose(tied.theta, 0.1 * _noise(population).mean(axis=0), atol=1e-7)
 
 
-def test_a_return_that_is_not_finite_ranks_worst():
-    config = _config()
-    state = sep_cma_es.initial(config, np.zeros(N, dtype=np.float32))
-    population = sep_cma_es.ask(state, config, 0, TABLE.size)
-    returns = _sphere(state, population)
-    best = int(np.argmax(returns))
-    updates = []
-    for value in (np.nan, np.inf, -np.inf, returns.min() - 1.0):
-        failed = returns.copy()
-        failed[best] = value
-        updates.append(sep_cma_es.tell(state, population, failed, TABLE, config))
-    for update in updates[1:]:
-        assert np.array_equal(update.theta, updates[0].theta)
-        assert np.array_equal(update.diag_c, updates[0].diag_c)
-        assert update.sigma == updates[0].sigma
-
-
 def test_a_quadratic_improves():
     config = _config(sigma=0.3)
     state = sep_cma_es.initial(config, np.zeros(N, dtype=np.float32))

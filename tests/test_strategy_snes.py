@@ -99,22 +99,6 @@ def test_equal_returns_share_their_utility():
     assert weights.tolist() == [3.0, 1.0, 3.0, 0.0]
 
 
-def test_a_return_that_is_not_finite_ranks_worst():
-    config = _config()
-    state = snes.initial(config, np.zeros(D, dtype=np.float32))
-    population = snes.ask(state, config, 0, TABLE.size)
-    returns = _returns(state, population)
-    best = int(np.argmax(returns))
-    updates = []
-    for value in (np.nan, np.inf, -np.inf, returns.min() - 1.0):
-        failed = returns.copy()
-        failed[best] = value
-        updates.append(snes.tell(state, population, failed, TABLE, config))
-    for update in updates[1:]:
-        assert np.array_equal(update.theta, updates[0].theta)
-        assert np.array_equal(update.sigma, updates[0].sigma)
-
-
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_a_quadratic_improves_and_sigma_shrinks_near_the_optimum(mirrored):
     config = _config(mirrored=mirrored, sigma=0.5)

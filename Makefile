@@ -7,7 +7,7 @@ RANKS  ?= 2
 ARGS   ?=
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install lint slurm test train bench clean
+.PHONY: install lint slurm opengl test train bench clean
 
 # Create the virtual environment and install esmpi with MPICH (so mpiexec comes with it).
 $(INSTALLED): pyproject.toml
@@ -36,7 +36,21 @@ slurm:
 	else echo "*** make slurm: cannot install slurm-wlm and munge here (needs root and apt-get);" \
 	    "the Slurm tests will be skipped ***"; fi
 
-test: lint slurm
+# Mesa's EGL (software rendering, llvmpipe) and OSMesa for tests/test_offscreen.py, which record
+# MuJoCo videos on this headless machine; installed as Slurm is, and skipped with a reason where not.
+OPENGL_LIBRARIES := libEGL.so.1 libEGL_mesa.so.0 libOSMesa.so.8
+opengl:
+	@missing=0; for library in $(OPENGL_LIBRARIES); do \
+	    ldconfig -p | grep -q "$$library" || missing=1; done; \
+	if [ $$missing = 0 ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	        libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; } \
+	    || echo "*** make opengl: apt-get failed; the MuJoCo video tests may be skipped ***"; \
+	else echo "*** make opengl: cannot install Mesa's EGL and OSMesa here (needs root and" \
+	    "apt-get); the MuJoCo video tests may be skipped ***"; fi
+
+test: lint slurm opengl
 	$(BIN)/python -m pytest -q
 
 # make train ENV=HalfCheetah-v5 RANKS=2 ARGS="--generations 200"

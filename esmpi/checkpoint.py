@@ -79,8 +79,18 @@ HISTORY_COLUMNS = (
         "s",
         "seconds rank 0 spent writing the checkpoint after the previous row",
     ),
+    ("failed_reward", "i8", "episodes", "episodes of this generation with a NaN or inf reward"),
+    (
+        "failed_observation",
+        "i8",
+        "episodes",
+        "episodes of this generation with a NaN or inf observation",
+    ),
+    ("failed_raised", "i8", "episodes", "episodes of this generation whose reset or step raised"),
 )
 HISTORY_DTYPE = np.dtype([(name, kind) for name, kind, _, _ in HISTORY_COLUMNS])
+# The counts of failed episodes, one column per kind (rollout.FAILURE_KINDS, in order).
+FAILED_COLUMNS = ("failed_reward", "failed_observation", "failed_raised")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 
 import esmpi
 from esmpi.config import Config, UsageError, load_toml
@@ -137,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the episode seeds")
     evaluate.add_argument("--best", action="store_true", help="use best/theta, not theta")
+    evaluate.add_argument(
+        "--episode-seed",
+        type=int,
+        help="run one episode with exactly this reset seed (replaying a training episode)",
+    )
+    evaluate.add_argument(
+        "--member",
+        type=int,
+        metavar="OFFSET",
+        help="run the population member with this noise offset in the generation after the "
+        "checkpoint's (as a run stopped for failed episodes names it), not theta",
+    )
+    evaluate.add_argument(
+        "--sign", type=int, default=1, choices=(1, -1), help="the --member's sign: 1 or -1"
+    )
     evaluate.add_argument("--render", action="store_true", help="show the episodes in a window")
     _add_eval_extras(evaluate)
     _add_results_commands(commands)
@@ -303,12 +319,14 @@ def run_train(args: argparse.Namespace, argv: list[str]) -> int:
             f"--threads {args.threads} does not match the {comm.Get_size()} rank(s) the MPI "
             "launcher started; drop --threads or make them equal."
         )
-    from esmpi.train import EXIT_STOPPED, StoppedEarly, train
+    from esmpi.train import EXIT_EPISODES_FAILED, EXIT_STOPPED, EpisodesFailed, StoppedEarly, train
 
     try:
         train(config, comm, resume=args.resume, explicit=frozenset(values))
     except StoppedEarly:  # a stop signal; the checkpoint is written and rank 0 said so
         return EXIT_STOPPED
+    except EpisodesFailed:  # likewise, for too many failed episodes
+        return EXIT_EPISODES_FAILED
     return 0
 
 
@@ -320,16 +338,26 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError("esmpi eval needs a checkpoint: `esmpi eval PATH` or --path_weights PATH.")
     if args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1; got {args.episodes}.")
-    result = evaluate(
-        path,
-        args.episodes,
-        args.seed,
-        args.environment,
-        args.best,
-        args.render,
-        video=args.video,
-        progress=not args.json,
-    )
+    from esmpi.rollout import EpisodeFailed
+
+    try:
+        result = evaluate(
+            path,
+            args.episodes,
+            args.seed,
+            args.environment,
+            args.best,
+            args.render,
+            video=args.video,
+            progress=not args.json,
+            member=None if args.member is None else (args.member, args.sign),
+            episode_seed=args.episode_seed,
+        )
+    except EpisodeFailed as failed:
+        if failed.__cause__ is not None and failed.kind == "raised":  # the environment's error
+            traceback.print_exception(failed.__cause__, file=sys.stderr)
+        print(f"esmpi: the episode failed: {failed}", file=sys.stderr)
+        return 1
     returns = result.returns
     if args.json:
         print(json.dumps(_evaluation_record(args, path, result), indent=2))

@@ -169,6 +169,13 @@ class Config:
     )
     obs_clip: float = _option(5.0, "Clip normalised observations to +-obs_clip")
 
+    # Failed episodes (a non-finite reward or observation, or reset/step raising)
+    max_failed_share: float = _option(
+        0.25,
+        "Stop the run (after writing the checkpoint) when more than this share of a "
+        "generation's episodes fail; 1 never stops. A failed member ranks worst either way",
+    )
+
     # Bookkeeping
     print_every: int = _option(
         10, "Print progress and write the checkpoint every this many generations", "--print_every"
@@ -256,6 +263,8 @@ def validate(config: Config) -> Config:
     for name in ("lr_decay", "sigma_decay"):
         if not 0 < getattr(config, name) <= 1:
             raise UsageError(f"--{_flag(name)} must be in (0, 1]; got {getattr(config, name)}.")
+    if not 0 <= config.max_failed_share <= 1:
+        raise UsageError(f"--max-failed-share must be in [0, 1]; got {config.max_failed_share}.")
     if config.weight_decay < 0 or config.obs_clip <= 0:
         raise UsageError("--weight-decay must be >= 0 and --obs-clip > 0.")
     if not config.hidden or min(config.hidden) < 1:

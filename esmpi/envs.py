@@ -283,6 +283,26 @@ def make_for_rollouts(config, env_id=None, render_mode=None, quiet=False):
     return (env, *for_rollouts(env, config))
 
 
+class RankEnvironment:
+    """The environment one rank steps for `config`: `made` (as made), `stepped` (what rollouts
+    step), `horizon`; `remake()` closes it and makes it afresh, as after it raised (what it
+    kept from before may be what broke it). Each episode's seeded reset makes the remade one run
+    the same episodes."""
+
+    def __init__(self, config, quiet: bool = False):
+        self.config, self.quiet = config, quiet
+        self.made, self.stepped, self.horizon = make_for_rollouts(config, quiet=quiet)
+
+    def first_reset(self) -> None:
+        first_reset(self.made, self.config.seed)
+
+    def remake(self) -> None:
+        with contextlib.suppress(Exception):  # a broken environment may not close cleanly
+            self.made.close()
+        self.made, self.stepped, self.horizon = make_for_rollouts(self.config, quiet=True)
+        self.first_reset()
+
+
 def observation_pipeline(env, config):
     """Gymnasium's observation wrappers as `config` asks for them: Atari preprocessing (with FIRE
     after reset and after a lost life) or grayscale then resize; then frame stacking."""

@@ -1,6 +1,7 @@
 """Running a trained policy from a checkpoint: `esmpi eval`, with an optional video of the episodes
 (offscreen frames from `render_mode="rgb_array"`, written by imageio: MP4 through its ffmpeg plugin,
-GIF through Pillow) or a window (`render_mode="human"`).
+GIF through Pillow; MuJoCo's on a headless machine through the back-end offscreen.py picks) or a
+window (`render_mode="human"`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from esmpi import checkpoint, envs
+from esmpi import checkpoint, envs, offscreen
 from esmpi.config import Config, UsageError, from_toml
 from esmpi.obsnorm import ObsNorm
 from esmpi.policy import actor_for, spec_for_spaces
-from esmpi.rollout import EpisodeRules, run_episode
+from esmpi.rollout import EpisodeFailed, EpisodeRules, run_episode
 
 VIDEO_FORMATS = (".mp4", ".gif")
 
@@ -41,6 +42,28 @@ def trained_policy(state: checkpoint.Checkpoint, config: Config, best: bool):
     return theta, obs_norm.mean, obs_norm.std
 
 
+def member_theta(state: checkpoint.Checkpoint, config: Config, offset: int, sign: int):
+    """The parameters of the population member with noise `offset` and `sign` in the generation
+    after the checkpoint's (the one a run stopped for failed episodes names), as training built
+    them."""
+    from esmpi import noise, strategies
+    from esmpi.strategies.base import perturbed, state_from_items
+
+    strategy = strategies.get(state.strategy)
+    strategy_state = state_from_items(strategy.State, state.strategy_state, state.theta)
+    population = strategy.ask(strategy_state, config, state.generation, config.noise_table_size)
+    if offset not in population.offsets or sign not in population.signs:
+        signs = " or ".join(f"{s:+d}" for s in population.signs)
+        raise UsageError(
+            f"Generation {state.generation + 1} of {state.env_id} has no member with noise offset "
+            f"{offset} and sign {sign:+d} (signs {signs}); take them from the message that "
+            "stopped the run."
+        )
+    eps = noise.table_slice(config.noise_table_size, config.seed, offset, state.theta.size)
+    scale = population.signed_scales()[sign]
+    return perturbed(state.theta, eps, scale, np.empty_like(state.theta))
+
+
 def evaluate(
     path: str,
     episodes: int,
@@ -50,9 +73,16 @@ def evaluate(
     render: bool = False,
     video: str | None = None,
     progress: bool = False,
+    member: tuple[int, int] | None = None,
+    episode_seed: int | None = None,
 ) -> Evaluation:
-    """Run `episodes` episodes of the checkpoint's policy (theta, or best/theta); with `video`
-    record them to that .mp4 or .gif file, with `render` show them in a window."""
+    """Run `episodes` episodes of the checkpoint's policy (theta, or best/theta, or the
+    population `member` (noise offset, sign) of the next generation); with `video` record them
+    to that .mp4 or .gif file, with `render` show them in a window. `episode_seed` runs one
+    episode with exactly that reset seed instead of seeds drawn from `seed`. A failed episode
+    raises rollout.EpisodeFailed."""
+    if member and best:
+        raise UsageError("--member perturbs theta, not best/theta; drop --best.")
     if video and render:
         raise UsageError("--video and --render exclude each other; give one of them.")
     if video and os.path.splitext(video)[1].lower() not in VIDEO_FORMATS:
@@ -68,6 +98,8 @@ def evaluate(
         os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
     # With the run's observation pipeline and episode horizon.
     env, stepped, horizon = envs.make_for_rollouts(config, env_id, render_mode)
+    if video and offscreen.is_mujoco(env):  # before its renderer makes the first GL context
+        offscreen.choose_backend()
     if spec_for_spaces(stepped.observation_space, stepped.action_space, config) != state.policy:
         raise UsageError(
             f"{env_id or config.env} has other observation or action spaces than the policy in "
@@ -75,18 +107,27 @@ def evaluate(
         )
     actor = actor_for(state.policy, config.obs_clip)
     theta, obs_mean, obs_std = trained_policy(state, config, best)
+    if member:
+        theta = member_theta(state, config, *member)
     actor.set_normalisation(obs_mean, obs_std)
-    episode_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
+    if episode_seed is not None:
+        episode_seeds = np.array([episode_seed])
+    else:
+        episode_seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
     envs.first_reset(env, int(episode_seeds[0]))
     rules = EpisodeRules.from_config(config)
     writer = _video_writer(video, env.metadata.get("render_fps") or 30) if video else None
     recorder = _Recorder(stepped, writer) if writer else None
     results = []
     try:
-        for episode_seed in _progress(episode_seeds, progress):
-            results.append(
-                run_episode(recorder or stepped, actor, theta, episode_seed, horizon, rules)
-            )
+        for seed_now in _progress(episode_seeds, progress):
+            try:
+                results.append(
+                    run_episode(recorder or stepped, actor, theta, seed_now, horizon, rules)
+                )
+            except EpisodeFailed as failed:
+                detail = f"episode seed {seed_now}: {failed.detail}"
+                raise EpisodeFailed(failed.kind, failed.steps, detail) from failed.__cause__
     finally:
         if writer is not None:
             writer.close()

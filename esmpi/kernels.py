@@ -142,6 +142,9 @@ def _map_outputs(out, codes, tail, n_out):
 # call, which at one call per environment step is worth saving. Rows of `obs_state` and the
 # `layout` and `scratch` fields are named below; policy.Actor builds them.
 OBS_MEAN, OBS_INV_STD, OBS_SUM, OBS_SUMSQ, OBS_CLIP = range(5)  # rows of obs_state
+# What policy_step returns, instead of an action, for an observation holding NaN or inf: the
+# episode has failed (rollout.py), and no action is computed from that observation.
+NOT_FINITE = -2
 # layout = (n_sizes, n_in, hidden..., n_out, bias, activation, output codes...): one OUT_ARGMAX
 # code, or one OUT_CLIP/OUT_TANH/OUT_SIGMOID code per action dimension.
 LAYOUT_HEADER, LAYOUT_FLAGS = 1, 2
@@ -170,7 +173,8 @@ def policy_step(obs, obs_state, theta, layout, scratch):
 
     OUT_ARGMAX returns the index of the largest output; otherwise each action dimension is
     clipped to, tanh-rescaled into or sigmoid-rescaled into [low, high] by its own code, the
-    action is written at the end of scratch and -1 returned.
+    action is written at the end of scratch and -1 returned. An observation holding NaN or inf
+    returns NOT_FINITE (its sums are added all the same; the caller drops the episode's).
     """
     n_sizes = layout[0]
     sizes = layout[LAYOUT_HEADER : LAYOUT_HEADER + n_sizes]
@@ -182,11 +186,15 @@ def policy_step(obs, obs_state, theta, layout, scratch):
     x = scratch[:width]
     y = scratch[width : 2 * width]
     obs_clip = obs_state[OBS_CLIP, 0]
+    checksum = 0.0  # NaN or inf if any element is: one add per input instead of a test
     for i in range(sizes[0]):
         centred = obs[i] - obs_state[OBS_MEAN, i]
+        checksum += centred
         obs_state[OBS_SUM, i] += centred
         obs_state[OBS_SUMSQ, i] += centred * centred
         x[i] = min(max(centred * obs_state[OBS_INV_STD, i], -obs_clip), obs_clip)
+    if not np.isfinite(checksum):
+        return NOT_FINITE
     out = _dense_layers(x, y, theta, 0, sizes, bias, act)
     return _map_outputs(out, codes, scratch[2 * width :], n_out)
 

@@ -19,9 +19,13 @@ def block_count(table_size: int) -> int:
 def fill_blocks(table: np.ndarray, seed: int, blocks) -> None:
     """Fill the given blocks of `table`; block b depends only on (seed, b), not on who fills it."""
     for block in blocks:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, _TABLE_TAG, block]))
-        part = table[block * BLOCK : (block + 1) * BLOCK]
-        rng.standard_normal(part.size, dtype=np.float32, out=part)
+        _fill_block(table[block * BLOCK : (block + 1) * BLOCK], seed, block)
+
+
+def _fill_block(part: np.ndarray, seed: int, block: int) -> None:
+    """Block `block` of the table, or its first part.size numbers (the table's last block)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _TABLE_TAG, block]))
+    rng.standard_normal(part.size, dtype=np.float32, out=part)
 
 
 def build_table(table_size: int, seed: int) -> np.ndarray:
@@ -29,6 +33,17 @@ def build_table(table_size: int, seed: int) -> np.ndarray:
     table = np.empty(table_size, dtype=np.float32)
     fill_blocks(table, seed, range(block_count(table_size)))
     return table
+
+
+def table_slice(table_size: int, seed: int, offset: int, length: int) -> np.ndarray:
+    """table[offset : offset + length] of build_table(table_size, seed), filling only the blocks
+    it spans (to replay one member without building the whole table)."""
+    first, last = offset // BLOCK, (offset + length - 1) // BLOCK
+    blocks = np.empty((last - first + 1) * BLOCK, dtype=np.float32)
+    for block in range(first, last + 1):
+        _fill_block(blocks[(block - first) * BLOCK : (block - first + 1) * BLOCK], seed, block)
+    start = offset - first * BLOCK
+    return blocks[start : start + length]
 
 
 def noise_offsets(seed: int, generation: int, pairs: int, n_params: int, table_size: int):

@@ -92,6 +92,15 @@ def agree(comm, error: UsageError | None) -> None:
         raise UsageError(first)
 
 
+def merged(comm, mapping: dict) -> dict:
+    """The union of every rank's `mapping` (small, picklable; keys distinct across ranks), on
+    every rank."""
+    union: dict = {}
+    for part in comm.allgather(mapping):
+        union.update(part)
+    return union
+
+
 def on_rank0(comm, action):
     """Run `action()` on rank 0 only and share its result; a UsageError there stops every rank."""
     result, error = None, None

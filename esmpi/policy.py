@@ -254,6 +254,10 @@ def cache_aligned_zeros(size: int) -> np.ndarray:
     return buffer[start : start + size]
 
 
+class NonFiniteObservation(FloatingPointError):
+    """An observation holding NaN or inf reached the policy: the episode cannot be scored."""
+
+
 class Actor:
     """Turns raw observations into actions for one policy spec; one per rank, reused.
 
@@ -308,6 +312,8 @@ class Actor:
             index = kernels.policy_step(obs, self.obs_state, theta, self.layout, self.scratch)
         if index >= 0:
             return self.discrete_actions[index]
+        if index == kernels.NOT_FINITE:
+            raise NonFiniteObservation(_not_finite(obs))
         # A copy: an environment may keep the action it was given, and the buffer is reused.
         return self.action.copy()
 
@@ -350,6 +356,8 @@ class CnnActor:
     def act(self, obs, theta: np.ndarray):
         """The action for observation `obs` (any of the shapes of _frames_shape)."""
         frames = np.asarray(obs).reshape(self.spec.obs_shape)
+        if frames.dtype.kind == "f" and not np.isfinite(frames).all():  # uint8 frames cannot be
+            raise NonFiniteObservation(_not_finite(frames))
         try:
             index = kernels.cnn_step(frames, theta, self.layout, self.scratch)
         except TypeError:  # another dtype, or not contiguous: convert
@@ -358,6 +366,15 @@ class CnnActor:
         if index >= 0:
             return self.discrete_actions[index]
         return self.action.copy()
+
+
+def _not_finite(obs) -> str:
+    """Which elements of `obs` are NaN or inf, in a few words."""
+    values = np.asarray(obs, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(values))
+    shown = ", ".join(f"[{i}] = {values[i]}" for i in bad[:3])
+    more = f" and {bad.size - 3} more" if bad.size > 3 else ""
+    return f"the observation holds {shown}{more}"
 
 
 def _discrete_actions(spec: PolicySpec) -> tuple:

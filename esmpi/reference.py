@@ -3,13 +3,18 @@ and the numpy baseline `esmpi bench` times the policy kernel against."""
 
 import numpy as np
 
+from esmpi.kernels import NOT_FINITE
+
 
 def policy_step(obs, mean, inv_std, obs_clip, layers, activation, output, low, high):
-    """(action or argmax index, centred observation), computed the obvious way.
+    """(action or argmax index, centred observation), computed the obvious way; NOT_FINITE
+    instead of an action when the observation holds NaN or inf.
 
     layers: [(W (n_in, n_out), b or None)] as policy.layer_views gives them; pass float64 copies
     for an exact reference."""
     centred = np.asarray(obs, dtype=np.float64) - mean
+    if not np.isfinite(centred).all():
+        return NOT_FINITE, centred
     x = np.clip(centred * inv_std, -obs_clip, obs_clip)
     for layer, (weights, bias) in enumerate(layers):
         x = x @ weights

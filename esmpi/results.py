@@ -18,7 +18,15 @@ from esmpi.config import UsageError, from_toml
 
 # Options that say how a run is named, reported or how long it lasts, not what it computes: runs
 # that differ only in these (and the seed) are repetitions of one configuration.
-_NOT_CONFIGURATION = ("seed", "run_name", "folder", "generations", "print_every", "check_every")
+_NOT_CONFIGURATION = (
+    "seed",
+    "run_name",
+    "folder",
+    "generations",
+    "max_failed_share",
+    "print_every",
+    "check_every",
+)
 
 
 @dataclass
@@ -40,6 +48,7 @@ class RunSummary:
     best_generation: int
     last_return_mean: float
     last_return_max: float
+    failed_episodes: int  # over the whole run, of every kind
     esmpi_version: str
     versions: dict
     configuration: tuple  # (name, value) of every option that shapes the result but the seed
@@ -105,6 +114,7 @@ def summarise(path: str) -> RunSummary:
         best_generation=state.best_generation,
         last_return_mean=float(last["return_mean"]),
         last_return_max=float(last["return_max"]),
+        failed_episodes=int(sum(history[name].sum() for name in checkpoint.FAILED_COLUMNS)),
         esmpi_version=str(attrs["esmpi_version"]),
         versions=attrs["versions"],
         configuration=configuration,
@@ -151,6 +161,7 @@ _SUMMARY_COLUMNS = (
     ("last eval", ">", lambda s: f"{s.last_eval:.2f}"),
     ("best eval (gen)", ">", lambda s: f"{s.best_eval:.2f} ({s.best_generation})"),
     ("pop mean", ">", lambda s: f"{s.last_return_mean:.2f}"),
+    ("failed", ">", lambda s: f"{s.failed_episodes:,}"),
     ("esmpi", "<", lambda s: s.esmpi_version),
 )
 

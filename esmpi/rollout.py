@@ -7,12 +7,49 @@ plain loop, with no per-step work beyond acting and stepping; the loop is chosen
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from esmpi import envs
 from esmpi.config import UsageError
+from esmpi.policy import NonFiniteObservation
+
+# Why an episode failed, by code (0: it did not): a reward or an observation was NaN or inf, or
+# the environment's reset or step raised.
+FAILURE_KINDS = ("reward", "observation", "raised")
+
+
+class EpisodeFailed(Exception):
+    """An episode that has no score: `kind` is one of FAILURE_KINDS, `steps` the steps it took
+    (the one that failed included), `detail` what went wrong in a few words. An environment
+    that raised is the __cause__."""
+
+    def __init__(self, kind: str, steps: int, detail: str):
+        super().__init__(f"{detail} (step {steps})")
+        self.kind, self.steps, self.detail = kind, steps, detail
+
+    @property
+    def code(self) -> int:
+        return FAILURE_KINDS.index(self.kind) + 1
+
+
+def _failure(error: Exception, steps: int) -> EpisodeFailed:
+    """What `error`, raised during an episode's step `steps` (0: the reset), means."""
+    if isinstance(error, EpisodeFailed):
+        return error
+    if isinstance(error, NonFiniteObservation):
+        # act() reads the observation of the step before: that step returned it
+        where = "reset" if steps <= 1 else f"step {steps - 1}"
+        return EpisodeFailed("observation", max(steps - 1, 0), f"{error} (from the {where})")
+    where = "reset" if steps == 0 else "step"
+    return EpisodeFailed("raised", steps, f"{where} raised {type(error).__name__}: {error}")
+
+
+def _reward_failure(reward, steps: int) -> EpisodeFailed:
+    return EpisodeFailed("reward", steps, f"the reward is {float(reward)}")
+
 
 # pybullet_envs_gymnasium's locomotion envs keep this step's reward terms in env.unwrapped.rewards:
 # [alive, progress, electricity cost, joints-at-limit cost, feet collision cost].
@@ -51,42 +88,57 @@ def run_episode(
 ) -> tuple[float, int]:
     """Reset `env` with `seed`, act with `theta` until the episode ends or `horizon` steps pass.
 
-    Returns (total score, steps taken, burn-in included). The actor's observation sums grow by
-    this episode's observations as a side effect.
+    Returns (total score, steps taken, burn-in included), or raises EpisodeFailed when a reward
+    or an observation is NaN or inf or the environment raises. The actor's observation sums grow
+    by this episode's observations as a side effect.
     """
     if rules != NO_RULES:
         return _ruled_episode(env, actor, theta, seed, horizon, rules)
-    obs, _ = envs.reset(env, int(seed))
-    total = 0.0
-    act, step = actor.act, env.step
-    for steps in range(1, horizon + 1):
-        obs, reward, terminated, truncated, _ = step(act(obs, theta))
-        total += float(reward)
-        if terminated or truncated:
-            return total, steps
+    steps, isfinite = 0, math.isfinite
+    try:
+        obs, _ = envs.reset(env, int(seed))
+        total = 0.0
+        act, step = actor.act, env.step
+        for steps in range(1, horizon + 1):
+            obs, reward, terminated, truncated, _ = step(act(obs, theta))
+            total += float(reward)
+            if not isfinite(total):  # NaN or inf once any reward is
+                raise _reward_failure(reward, steps)
+            if terminated or truncated:
+                return total, steps
+    except Exception as error:
+        raise _failure(error, steps) from error
     return total, horizon
 
 
 def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tuple[float, int]:
-    obs, _ = envs.reset(env, int(seed))
-    act, step = actor.act, env.step
-    idle = zero_action(env.action_space)
-    endless = rules.ignore_terminated
-    for steps in range(1, min(rules.burn_in, horizon) + 1):
-        obs, _, terminated, truncated, _ = step(idle)
-        if (terminated and not endless) or truncated:
-            return 0.0, steps
-    terms = progress_terms(env) if rules.fitness == "progress" else None
-    total, negative_run = 0.0, 0
-    patience, after = rules.early_stop or horizon + 1, rules.early_stop_after
-    for steps in range(rules.burn_in + 1, horizon + 1):
-        obs, reward, terminated, truncated, _ = step(act(obs, theta))
-        score = float(reward if terms is None else terms.rewards[PROGRESS_TERM])
-        total += score
-        negative_run = negative_run + 1 if score < 0 else 0
-        ended = (terminated and not endless) or truncated
-        if ended or (negative_run > patience and steps > after):
-            return total, steps
+    steps, isfinite = 0, math.isfinite
+    try:
+        obs, _ = envs.reset(env, int(seed))
+        act, step = actor.act, env.step
+        idle = zero_action(env.action_space)
+        endless = rules.ignore_terminated
+        for steps in range(1, min(rules.burn_in, horizon) + 1):
+            obs, reward, terminated, truncated, _ = step(idle)
+            if not isfinite(float(reward)):
+                raise _reward_failure(reward, steps)
+            if (terminated and not endless) or truncated:
+                return 0.0, steps
+        terms = progress_terms(env) if rules.fitness == "progress" else None
+        total, negative_run = 0.0, 0
+        patience, after = rules.early_stop or horizon + 1, rules.early_stop_after
+        for steps in range(rules.burn_in + 1, horizon + 1):
+            obs, reward, terminated, truncated, _ = step(act(obs, theta))
+            score = float(reward if terms is None else terms.rewards[PROGRESS_TERM])
+            total += score
+            if not isfinite(total):
+                raise _reward_failure(score, steps)
+            negative_run = negative_run + 1 if score < 0 else 0
+            ended = (terminated and not endless) or truncated
+            if ended or (negative_run > patience and steps > after):
+                return total, steps
+    except Exception as error:
+        raise _failure(error, steps) from error
     return total, horizon
 
 

@@ -31,7 +31,8 @@ from esmpi.policy import (
     initial_theta,
     spec_for_spaces,
 )
-from esmpi.rollout import EpisodeRules, check_rules, run_episode
+from esmpi.progress import ProgressFiles
+from esmpi.rollout import FAILURE_KINDS, EpisodeFailed, EpisodeRules, check_rules, run_episode
 from esmpi.strategies.base import Population, perturbed, state_from_items, state_items
 
 # Exit code of a run stopped early by SIGUSR1/SIGTERM after writing its checkpoint: sysexits.h's
@@ -39,16 +40,28 @@ from esmpi.strategies.base import Population, perturbed, state_from_items, state
 EXIT_STOPPED = 75
 
 
+# Exit code of a run stopped because too many episodes failed (more than --max-failed-share of a
+# generation's): sysexits.h's EX_SOFTWARE. Not EXIT_STOPPED: requeueing would fail the same way.
+EXIT_EPISODES_FAILED = 70
+
+
 class StoppedEarly(Exception):
     """A stop signal ended the run at a generation boundary; the checkpoint holds that one."""
 
 
-# Columns of the per-generation task table: the return and the length of each member of the task
-# (at most an antithetic pair: columns RETURN + j and LENGTH + j for the j-th sign), the task's
-# noise offset, then the observation sums when normalising. After the task rows come one row per
-# rank: the seconds it spent on its tasks, and the stop signal it has received (0: none).
-RETURN, LENGTH, OFFSET = 0, 2, 4
-FIXED_COLUMNS = 5
+class EpisodesFailed(Exception):
+    """More than --max-failed-share of a generation's episodes failed; the checkpoint holds the
+    generation before, from which `esmpi eval` replays the failed episode the message names."""
+
+
+# Columns of the per-generation task table: the return, the length and the failure code (0: none,
+# else 1 + the index in rollout.FAILURE_KINDS) of each member of the task (at most an antithetic
+# pair: columns RETURN + j, LENGTH + j and FAILURE + j for the j-th sign), the task's noise
+# offset, then the observation sums of its members that did not fail, when normalising. After the
+# task rows come one row per rank: the seconds it spent on its tasks, and the stop signal it has
+# received (0: none).
+RETURN, LENGTH, OFFSET, FAILURE = 0, 2, 4, 5
+FIXED_COLUMNS = 7
 RANK_SECONDS, RANK_STOP_SIGNAL = 0, 1
 
 
@@ -166,18 +179,17 @@ def normalising(spec: PolicySpec, config: Config) -> bool:
 
 def run_generation(
     run: Run,
-    env,
+    environment: envs.RankEnvironment,
     actor: Actor,
     table,
-    horizon: int,
     comm,
     counter: parallel.TaskCounter,
     stop_signal: int = 0,
-) -> tuple[Population, np.ndarray]:
+) -> tuple[Population, np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
     """Run the tasks `counter` gives this rank in generation `run.generation`; return what the
-    strategy asked for and the task table summed over ranks. `stop_signal` (what this rank has
-    received, 0: none) travels in the same sum, so every rank learns at once whether any rank was
-    told to stop."""
+    strategy asked for, the task table summed over ranks, and the episodes that failed on this
+    rank by (task, sign index). `stop_signal` (what this rank has received, 0: none) travels in
+    the same sum, so every rank learns at once whether any rank was told to stop."""
     config, spec, theta = run.config, run.spec, run.state.theta
     population = run.strategy.ask(run.state, config, run.generation, table.size)
     offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
@@ -189,29 +201,90 @@ def run_generation(
     member = cache_aligned_zeros(n_params)
     scales = population.signed_scales()
     rules = EpisodeRules.from_config(config)
+    failures = {}
     started = time.perf_counter()
     for task in counter.tasks(tasks + 1):
         row = table_rows[task]
-        actor.obs_sums[:] = 0.0
         if task == tasks:  # the evaluation episode of the unperturbed policy
-            row[RETURN], row[LENGTH] = run_episode(env, actor, theta, seeds[task], horizon, rules)
+            failed = play(environment, actor, theta, seeds[task], rules, row, 0)
+            if failed:
+                failures[task, 0] = failed
             continue
         eps = table[offsets[task] : offsets[task] + n_params]
         for j, sign in enumerate(population.signs):
             perturbed(theta, eps, scales[sign], member)
-            row[RETURN + j], row[LENGTH + j] = run_episode(
-                env, actor, member, seeds[task], horizon, rules
-            )
+            failed = play(environment, actor, member, seeds[task], rules, row, j)
+            if failed:
+                failures[task, j] = failed
+            elif n_obs_columns:  # a failed member's observations never enter the statistics
+                row[FIXED_COLUMNS:] += actor.obs_sums.ravel()
         row[OFFSET] = offsets[task]
-        if n_obs_columns:
-            row[FIXED_COLUMNS:] = actor.obs_sums.ravel()
     rank_row = table_rows[tasks + 1 + comm.Get_rank()]
     rank_row[RANK_SECONDS] = time.perf_counter() - started
     rank_row[RANK_STOP_SIGNAL] = stop_signal
     parallel.sum_records(comm, table_rows)
     if not np.array_equal(table_rows[:tasks, OFFSET], offsets):
         raise RuntimeError("ranks disagree on the noise offsets of this generation")
-    return population, table_rows
+    return population, table_rows, failures
+
+
+def play(
+    environment: envs.RankEnvironment,
+    actor: Actor,
+    theta: np.ndarray,
+    seed: int,
+    rules: EpisodeRules,
+    row: np.ndarray,
+    j: int,
+) -> EpisodeFailed | None:
+    """One episode of `theta` into the j-th member's columns of `row`, its observations summed
+    in actor.obs_sums. A failed episode has return NaN (strategies rank it worst) and its failure
+    code, and has the environment made again if it raised."""
+    actor.obs_sums[:] = 0.0
+    try:
+        row[RETURN + j], row[LENGTH + j] = run_episode(
+            environment.stepped, actor, theta, seed, environment.horizon, rules
+        )
+        return None
+    except EpisodeFailed as error:
+        failed = error
+    row[RETURN + j], row[LENGTH + j], row[FAILURE + j] = np.nan, failed.steps, failed.code
+    if failed.kind == "raised":  # outside the except block: its own error, if any, stands alone
+        environment.remake()
+    return failed
+
+
+def failure_counts(table_rows: np.ndarray, tasks: int) -> np.ndarray:
+    """A generation's failed episodes by kind (FAILURE_KINDS order), its evaluation included."""
+    codes = table_rows[: tasks + 1, FAILURE : FAILURE + 2].astype(np.int64).ravel()
+    return np.bincount(codes, minlength=len(FAILURE_KINDS) + 1)[1:]
+
+
+def failures_message(
+    run: Run, population: Population, table_rows: np.ndarray, seen: dict, path: str
+) -> str:
+    """The sentence that stops a run for failed episodes: how many, of what kind, the first one
+    (its member and episode seed, and what the environment did) and the command replaying it."""
+    tasks = population.offsets.size
+    counts = failure_counts(table_rows, tasks)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in zip(FAILURE_KINDS, counts, strict=True) if n)
+    task, j = min(seen)
+    seed = int(noise.episode_seeds(run.config.seed, run.generation, tasks + 1)[task])
+    folder = os.path.dirname(path) or "."
+    if task == tasks:
+        member, replay = "the unperturbed policy", ""
+    else:
+        offset, sign = int(population.offsets[task]), population.signs[j]
+        member = f"member offset {offset} sign {sign:+d}"
+        replay = f" --member {offset} --sign {sign}"
+    return (
+        f"{counts.sum()} of {population.size + 1} episodes of generation {run.generation + 1} "
+        f"failed ({kinds}), more than --max-failed-share {run.config.max_failed_share:g}; the "
+        f"first, {member} on episode seed {seed} in {run.config.env}: {seen[task, j]}. The "
+        f"checkpoint {path} holds generation {run.generation}, before it; `esmpi eval {folder}"
+        f"{replay} --episode-seed {seed}` replays that episode, and `--resume {folder} "
+        f"--max-failed-share S` continues with a higher share (exit code {EXIT_EPISODES_FAILED})"
+    )
 
 
 def population_statistics(returns: np.ndarray) -> tuple[float, float, float, float]:
@@ -247,7 +320,9 @@ def advance(
     if normalising(run.spec, config):
         n_obs = run.spec.sizes[0]
         sums = table_rows[:tasks, FIXED_COLUMNS:].sum(axis=0)
-        run.obs_norm = run.obs_norm.merged(float(lengths.sum()), sums[:n_obs], sums[n_obs:])
+        scored = table_rows[:tasks, FAILURE : FAILURE + width] == 0
+        count = float(lengths[scored].sum())
+        run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
     run.generation += 1
     update_s = time.perf_counter() - update_started
     seconds += update_s + checkpoint_s
@@ -263,6 +338,8 @@ def advance(
     row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
     row["rollout_s"], row["idle_s"] = rank_seconds.max(), rank_seconds.max() - rank_seconds.mean()
     row["update_s"], row["checkpoint_s"] = update_s, checkpoint_s
+    for kind, count in zip(FAILURE_KINDS, failure_counts(table_rows, tasks), strict=True):
+        row[f"failed_{kind}"] = count
     run.history.append(row)
 
 
@@ -279,8 +356,17 @@ def progress_line(run: Run) -> str:
         f"eval {row['eval_return']:>9.2f} best {run.best[0]:>9.2f} | "
         f"population mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f} | "
         f"{row['timesteps']:>11,} steps {row['steps_per_s']:>8,.0f}/s {seconds_per_gen:>6.2f} s/gen"
-        f" | {duration(row['wall_s'])} elapsed, {duration(left)} left"
+        f" | {duration(row['wall_s'])} elapsed, {duration(left)} left{failed_note(row)}"
     )
+
+
+def failed_note(row) -> str:
+    """' | 3 failed (2 reward, 1 raised)' for a history row with failed episodes, else ''."""
+    counts = [(kind, int(row[f"failed_{kind}"])) for kind in FAILURE_KINDS]
+    total = sum(n for _, n in counts)
+    if not total:
+        return ""
+    return f" | {total} failed ({', '.join(f'{n} {kind}' for kind, n in counts if n)})"
 
 
 def final_summary(run: Run, path: str, n_ranks: int) -> str:
@@ -308,7 +394,13 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
 
 # Options a resumed run may change: they decide how long it runs and how it reports, not what it
 # computes.
-RESUMABLE_CHANGES = ("generations", "total_steps", "print_every", "check_every")
+RESUMABLE_CHANGES = (
+    "generations",
+    "total_steps",
+    "max_failed_share",
+    "print_every",
+    "check_every",
+)
 
 
 def resumed_config(stored: Config, requested: Config, explicit: frozenset[str]) -> Config:
@@ -355,15 +447,22 @@ class Trainer:
     """A run ready to train on this rank: its state and everything a generation uses."""
 
     run: Run
-    stepped: Any  # the environment rollouts step (envs.make_for_rollouts)
-    horizon: int
+    environment: envs.RankEnvironment
     actor: Actor
     table: np.ndarray
     comm: Any  # an mpi4py communicator
     counter: parallel.TaskCounter
     path: str  # the checkpoint file
     saved: int  # generation of the checkpoint on disk (rank 0 keeps it up to date)
+    progress: ProgressFiles | None  # progress.csv and TensorBoard events, on rank 0
     checkpoint_s: float = 0.0  # spent writing the last checkpoint, counted in the next generation
+
+    def save(self) -> None:
+        """Rank 0: the progress files flushed, then the checkpoint of the run as it is now."""
+        if self.progress:
+            self.progress.flush()
+        checkpoint.save(self.path, to_checkpoint(self.run, self.comm.Get_size()))
+        self.saved = self.run.generation
 
     def generation(self, stop_signal: int = 0) -> int:
         """One generation on every rank: the rollouts, the update, the check that ranks agree on
@@ -375,10 +474,13 @@ class Trainer:
         already take the next generation's tasks."""
         run, comm = self.run, self.comm
         started = time.perf_counter()
-        population, table_rows = run_generation(
-            run, self.stepped, self.actor, self.table, self.horizon, comm, self.counter, stop_signal
+        population, table_rows, failures = run_generation(
+            run, self.environment, self.actor, self.table, comm, self.counter, stop_signal
         )
         seconds = time.perf_counter() - started
+        failed = int(failure_counts(table_rows, population.offsets.size).sum())
+        if failed > run.config.max_failed_share * (population.size + 1):
+            self.stop_for_failures(population, table_rows, failures)
         advance(run, population, table_rows, self.table, seconds, self.checkpoint_s)
         self.checkpoint_s = 0.0
         if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
@@ -389,13 +491,43 @@ class Trainer:
                 "is not deterministic here (mixed CPU types or numba builds across nodes?)"
             )
         last = run.finished
+        if self.progress:
+            self.progress.add(run.history[-1])
         if comm.Get_rank() == 0 and (run.generation % run.config.print_every == 0 or last):
             print(progress_line(run), flush=True)
             writing = time.perf_counter()
-            checkpoint.save(self.path, to_checkpoint(run, comm.Get_size()))
+            self.save()
             self.checkpoint_s = time.perf_counter() - writing
-            self.saved = run.generation
         return int(table_rows[population.offsets.size + 1 :, RANK_STOP_SIGNAL].max())
+
+    def stop_early(self, signal_number: int) -> None:
+        """Rank 0 writes the checkpoint (unless it already holds this generation) and says so;
+        then every rank raises StoppedEarly."""
+        run, name = self.run, signal.Signals(signal_number).name
+        if self.comm.Get_rank() == 0:
+            if run.generation > self.saved:
+                self.save()
+            where = f"checkpoint {self.path}" if run.generation else "nothing to save yet"
+            print(
+                f"esmpi: stopped by {name} after generation {run.generation} of "
+                f"{run.config.generations}; {where}; `--resume auto` with the same options "
+                f"continues the run (exit code {EXIT_STOPPED})",
+                flush=True,
+            )
+        raise StoppedEarly(f"stopped by {name} after generation {run.generation}")
+
+    def stop_for_failures(self, population: Population, table_rows: np.ndarray, failures) -> None:
+        """Too many episodes of this generation failed: rank 0 writes the checkpoint of the
+        generation before (the parameters the failed episodes ran from) and says which episode
+        failed first, how, and how to replay it; every rank raises EpisodesFailed."""
+        run, comm = self.run, self.comm
+        seen = parallel.merged(comm, {key: str(failed) for key, failed in failures.items()})
+        if comm.Get_rank() == 0 and run.generation > self.saved:
+            self.save()
+        message = failures_message(run, population, table_rows, seen, self.path)
+        if comm.Get_rank() == 0:
+            print(f"esmpi: {message}", flush=True)
+        raise EpisodesFailed(message)
 
 
 def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> Trainer:
@@ -419,9 +551,8 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
 
     # Observation wrappers go around the environment beneath the API checks; the policy sees
     # their spaces.
-    env, stepped, horizon = parallel.everywhere(
-        comm, lambda: envs.make_for_rollouts(config, quiet=rank != 0)
-    )
+    environment = parallel.everywhere(comm, lambda: envs.RankEnvironment(config, quiet=rank != 0))
+    stepped, horizon = environment.stepped, environment.horizon
     spec = parallel.everywhere(
         comm, lambda: spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     )
@@ -429,7 +560,7 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
         run = parallel.everywhere(comm, lambda: new_run(config, spec))
     elif run.spec != spec:
         parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
-    envs.first_reset(env, config.seed)
+    environment.first_reset()
     parallel.everywhere(comm, lambda: check_rules(stepped, EpisodeRules.from_config(config)))
     if horizon >= 1 << 62:
         parallel.agree(
@@ -449,7 +580,8 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
             f"checkpoint {path}",
             flush=True,
         )
-    return Trainer(run, stepped, horizon, actor, table, comm, counter, path, run.generation)
+    progress = ProgressFiles(run_dir, run.history) if rank == 0 else None
+    return Trainer(run, environment, actor, table, comm, counter, path, run.generation, progress)
 
 
 def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:
@@ -460,34 +592,20 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
     trainer = prepare(config, comm, resume, explicit)
     run = trainer.run
     stopped_by = 0
-    while not run.finished and not stopped_by:
-        # Every rank learns of a signal with the same generation's results, so all ranks stop
-        # after the same generation.
-        stopped_by = trainer.generation(stop.received)
-    stop.restore()
-    rank, n_ranks = comm.Get_rank(), comm.Get_size()
-    if stopped_by and not run.finished:
-        stop_early(run, trainer.path, trainer.saved, stopped_by, rank, n_ranks)
-    if rank == 0:
-        print(final_summary(run, trainer.path, n_ranks), flush=True)
+    try:
+        while not run.finished and not stopped_by:
+            # Every rank learns of a signal with the same generation's results, so all ranks
+            # stop after the same generation.
+            stopped_by = trainer.generation(stop.received)
+        if stopped_by and not run.finished:
+            trainer.stop_early(stopped_by)
+    finally:
+        stop.restore()
+        if trainer.progress:
+            trainer.progress.close()
+    if comm.Get_rank() == 0:
+        print(final_summary(run, trainer.path, comm.Get_size()), flush=True)
     return trainer.path
-
-
-def stop_early(run: Run, path: str, saved: int, signal_number: int, rank: int, n_ranks: int):
-    """Rank 0 writes the checkpoint (unless it already holds this generation) and says so; then
-    every rank raises StoppedEarly."""
-    name = signal.Signals(signal_number).name
-    if rank == 0:
-        if run.generation > saved:
-            checkpoint.save(path, to_checkpoint(run, n_ranks))
-        where = f"checkpoint {path}" if run.generation else "nothing to save yet"
-        print(
-            f"esmpi: stopped by {name} after generation {run.generation} of "
-            f"{run.config.generations}; {where}; `--resume auto` with the same options continues "
-            f"the run (exit code {EXIT_STOPPED})",
-            flush=True,
-        )
-    raise StoppedEarly(f"stopped by {name} after generation {run.generation}")
 
 
 def _check_table(config: Config, spec: PolicySpec) -> None:

@@ -78,6 +78,30 @@ def test_policy_step_matches_numpy(sizes, activation, bias, output, obs_dtype, s
     assert np.allclose(actor.obs_sums[0], centred) and np.allclose(actor.obs_sums[1], centred**2)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("output", ["argmax", "clip"])
+def test_policy_step_returns_not_finite_for_a_nan_or_inf_observation(bad, output):
+    """Kernel and twin agree that an observation with one NaN/inf element has no action; the
+    Actor raises NonFiniteObservation naming the element."""
+    from esmpi.policy import NonFiniteObservation
+
+    spec = _spec([5, 8, 3], "tanh", True, output)
+    theta = initial_theta(spec, seed=0)
+    actor = Actor(spec)
+    obs = np.linspace(-1.0, 1.0, 5)
+    obs[3] = bad
+    layout, scratch = actor.layout, actor.scratch
+    assert kernels.policy_step(obs, actor.obs_state, theta, layout, scratch) == kernels.NOT_FINITE
+    layers = reference.float64_layers(spec, theta)
+    low, high = np.full(3, -1.0), np.full(3, 1.0)
+    got, _ = reference.policy_step(obs, 0.0, 1.0, 5.0, layers, "tanh", output, low, high)
+    assert isinstance(got, int) and got == kernels.NOT_FINITE
+    with pytest.raises(NonFiniteObservation, match=rf"\[3\] = {bad}"):
+        actor.act(obs, theta)
+    obs[3] = 0.5
+    assert actor.act(obs, theta) is not None  # finite again: an action
+
+
 def test_policy_step_with_default_architecture_and_init():
     spec = _spec([17, 128, 64, 6], "tanh", False, "clip")
     theta = initial_theta(spec, seed=0) * 30

@@ -32,3 +32,10 @@ def test_episode_seeds_are_deterministic_and_distinct():
     seeds = noise.episode_seeds(3, 4, 65)
     assert np.array_equal(seeds, noise.episode_seeds(3, 4, 65))
     assert len(set(seeds.tolist())) == 65 and seeds.min() >= 0
+
+
+def test_a_slice_of_the_table_is_built_from_its_blocks_alone():
+    table = noise.build_table(3 * noise.BLOCK + 1000, seed=7)
+    for offset, length in ((0, 10), (noise.BLOCK - 5, 20), (2 * noise.BLOCK + 3, noise.BLOCK)):
+        got = noise.table_slice(table.size, 7, offset, length)
+        assert np.array_equal(got, table[offset : offset + length])

@@ -194,14 +194,15 @@ def test_a_rank_that_raises_ends_the_job_with_an_error_within_seconds(cluster, s
         "-n",
         "2",
         str(CHECKOUT / "jobs" / "train.sbatch"),
-        *["--env", "faultyenvs:RaisingCartPole", "--max-steps", "200", "--generations", "10000"],
+        *["--env", "faultyenvs:CannotRestartCartPole", "--max-steps", "200"],
+        *["--generations", "10000"],
         *["--popsize", "8", "--hidden", "8", *SMALL_TABLE],
     )
     record = wait_for(cluster, job, finished, timeout=90)
     output = job_output(submit_dir)
     assert record["JobState"] == "FAILED" and record["ExitCode"] != "0:0", output
     assert output.count("esmpi: rank 1 of 2 failed:") == 1, output
-    assert output.count("RuntimeError: the simulator broke down") == 1, output
+    assert output.count("RuntimeError: the simulator cannot restart") == 1, output
     assert "requeueing" not in output
     seconds = time.mktime(time.strptime(record["EndTime"], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
         time.strptime(record["StartTime"], "%Y-%m-%dT%H:%M:%S")

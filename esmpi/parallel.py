@@ -73,6 +73,12 @@ def abort_on_uncaught_exception(comm) -> None:
     faulthandler.enable()
 
     def hook(kind, value, trace):
+        if _python_frames_above():
+            # Not an uncaught exception: C extensions report errors they cannot raise (Cython's
+            # unraisable errors, such as h5py's while a full disk fails a checkpoint write)
+            # through sys.excepthook in the middle of running code. Print, do not abort.
+            sys.__excepthook__(kind, value, trace)
+            return
         text = "".join(traceback.format_exception(kind, value, trace))
         sys.stderr.write(f"esmpi: rank {comm.Get_rank()} of {comm.Get_size()} failed:\n{text}")
         sys.stderr.flush()
@@ -82,6 +88,16 @@ def abort_on_uncaught_exception(comm) -> None:
         comm.Abort(1)
 
     sys.excepthook = hook
+
+
+def _python_frames_above() -> bool:
+    """Whether the excepthook that calls this was called from running Python code (an
+    uncaught exception reaches it with the Python stack already unwound)."""
+    try:
+        sys._getframe(2)  # 0: this function, 1: the hook, 2: whoever called the hook
+    except ValueError:
+        return False
+    return True
 
 
 def agree(comm, error: UsageError | None) -> None:

@@ -12,6 +12,8 @@ Layout (format_version 2; README "Checkpoint format" shows the same):
     /obs_norm         datasets count (scalar), mean, var
     /best             attrs: eval_return, generation; datasets theta, obs_mean, obs_var
     /history          table, one row per generation (columns in HISTORY_COLUMNS)
+    /final            attrs: generation, theta_mean, best_mean; datasets seeds, returns, lengths
+                      (the end-of-run evaluation; absent before a run has finished once)
 
 Every group and dataset carries a `description` attribute, every dataset a `unit`, and each history
 column `NAME.unit` and `NAME.description`, so that `h5ls -v`, h5py or pandas users need no manual.
@@ -116,6 +118,23 @@ class Checkpoint:
     best_obs_mean: np.ndarray
     best_obs_var: np.ndarray
     history: np.ndarray  # HISTORY_DTYPE rows
+    final: FinalEvaluation | None = None  # the end-of-run evaluation, once a run has one
+
+
+@dataclass
+class FinalEvaluation:
+    """theta and best/theta, each over the same episodes (seeds no training episode used), at
+    the end of the run after `generation` generations; NaN returns are failed episodes."""
+
+    generation: int
+    seeds: np.ndarray  # int64 (episodes,)
+    returns: np.ndarray  # float64 (2, episodes): theta's, then best/theta's
+    lengths: np.ndarray  # int64 (2, episodes)
+
+    @property
+    def means(self) -> tuple[float, float]:
+        """Mean return of theta and of best/theta (NaN if an episode failed)."""
+        return float(self.returns[0].mean()), float(self.returns[1].mean())
 
 
 @functools.cache  # reading the packages' metadata took ~15 ms, half of a checkpoint write
@@ -247,6 +266,22 @@ def _write(h5, state: Checkpoint) -> None:
     for name, _, unit, meaning in HISTORY_COLUMNS:
         history.attrs[f"{name}.unit"] = unit
         history.attrs[f"{name}.description"] = meaning
+    if state.final is not None:
+        _write_final(h5, state.final)
+
+
+def _write_final(h5, final: FinalEvaluation) -> None:
+    group = h5.create_group("final")
+    group.attrs["description"] = (
+        "the evaluation at the end of the run (after `generation` generations): row 0 theta, "
+        "row 1 best/theta, over the same episodes, on seeds no training episode used; NaN "
+        "returns are failed episodes"
+    )
+    theta_mean, best_mean = final.means
+    group.attrs.update(generation=final.generation, theta_mean=theta_mean, best_mean=best_mean)
+    _dataset(group, "seeds", final.seeds, "reset seed of each episode", "1")
+    _dataset(group, "returns", final.returns, "episode returns: theta, best/theta", "return")
+    _dataset(group, "lengths", final.lengths, "episode lengths: theta, best/theta", "steps")
 
 
 _POLICY_DESCRIPTION = (
@@ -395,6 +430,19 @@ def _read(h5) -> Checkpoint:
         best_obs_mean=best["obs_mean"][...],
         best_obs_var=best["obs_var"][...],
         history=current_history(h5["history"][...]),
+        final=_read_final(h5),
+    )
+
+
+def _read_final(h5) -> FinalEvaluation | None:
+    if "final" not in h5:
+        return None
+    group = h5["final"]
+    return FinalEvaluation(
+        int(group.attrs["generation"]),
+        group["seeds"][...],
+        group["returns"][...],
+        group["lengths"][...],
     )
 
 

@@ -169,6 +169,19 @@ class Config:
     )
     obs_clip: float = _option(5.0, "Clip normalised observations to +-obs_clip")
 
+    # Evaluation of the unperturbed policy
+    eval_episodes: int = _option(
+        1,
+        "Episodes of the unperturbed policy in each generation, spread over ranks like the "
+        "population's; their mean is the history's eval_return and chooses the kept best "
+        "parameters",
+    )
+    final_episodes: int = _option(
+        10,
+        "At the end of the run, evaluate theta and best/theta over this many episodes on seeds "
+        "no training episode uses, into the checkpoint's /final; 0 skips it",
+    )
+
     # Failed episodes (a non-finite reward or observation, or reset/step raising)
     max_failed_share: float = _option(
         0.25,
@@ -255,7 +268,7 @@ def validate(config: Config) -> Config:
     for name in ("sigma", "lr"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name} must be positive; got {getattr(config, name)}.")
-    for name in ("generations", "print_every", "check_every"):
+    for name in ("generations", "print_every", "check_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{_flag(name)} must be at least 1; got {getattr(config, name)}.")
     if config.max_steps < 0:
@@ -277,7 +290,7 @@ def validate(config: Config) -> Config:
                 f"--{_flag(name)} must be one of {', '.join(allowed)}; "
                 f"got {getattr(config, name)!r}."
             )
-    for name in ("resize", "burn_in", "early_stop", "early_stop_after"):
+    for name in ("resize", "burn_in", "early_stop", "early_stop_after", "final_episodes"):
         if getattr(config, name) < 0:
             raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
     if config.frame_stack < 1:

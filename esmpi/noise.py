@@ -9,7 +9,7 @@ being told, and results do not depend on which rank ran which member.
 import numpy as np
 
 BLOCK = 1 << 20  # entries filled from one seed; blocks are what the ranks of a node share out
-_TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE
+_TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG, _FINAL_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE, 0xF1A1
 
 
 def block_count(table_size: int) -> int:
@@ -59,3 +59,10 @@ def episode_seeds(seed: int, generation: int, count: int) -> np.ndarray:
     see the same episode: common random numbers) and a last one for the evaluation episode."""
     state = np.random.SeedSequence([seed, _EPISODE_TAG, generation]).generate_state(count)
     return state.astype(np.int64) & 0x7FFFFFFF
+
+
+def final_seeds(seed: int, count: int) -> np.ndarray:
+    """Reset seeds of the final evaluation: in [2**31, 2**32), so no training episode (whose
+    seeds are below 2**31) ever used one."""
+    state = np.random.SeedSequence([seed, _FINAL_TAG]).generate_state(count)
+    return (state.astype(np.int64) & 0x7FFFFFFF) | (1 << 31)

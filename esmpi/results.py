@@ -24,6 +24,7 @@ _NOT_CONFIGURATION = (
     "folder",
     "generations",
     "max_failed_share",
+    "final_episodes",
     "print_every",
     "check_every",
 )
@@ -49,6 +50,9 @@ class RunSummary:
     last_return_mean: float
     last_return_max: float
     failed_episodes: int  # over the whole run, of every kind
+    final_eval: float  # the end-of-run evaluation's mean return of theta (NaN: none yet)
+    final_best_eval: float  # and of best/theta
+    final_episodes: int  # episodes of each (0: none yet)
     esmpi_version: str
     versions: dict
     configuration: tuple  # (name, value) of every option that shapes the result but the seed
@@ -115,11 +119,25 @@ def summarise(path: str) -> RunSummary:
         last_return_mean=float(last["return_mean"]),
         last_return_max=float(last["return_max"]),
         failed_episodes=int(sum(history[name].sum() for name in checkpoint.FAILED_COLUMNS)),
+        **_final_columns(state),
         esmpi_version=str(attrs["esmpi_version"]),
         versions=attrs["versions"],
         configuration=configuration,
         history=history,
     )
+
+
+def _final_columns(state: checkpoint.Checkpoint) -> dict:
+    """The end-of-run evaluation, when it describes the checkpoint's generation."""
+    final = state.final
+    if final is None or final.generation != state.generation:
+        return {"final_eval": np.nan, "final_best_eval": np.nan, "final_episodes": 0}
+    theta_mean, best_mean = final.means
+    return {
+        "final_eval": theta_mean,
+        "final_best_eval": best_mean,
+        "final_episodes": int(final.seeds.size),
+    }
 
 
 def _hashable(value):
@@ -133,7 +151,12 @@ def _hashable(value):
 def summarise_all(paths: list[str]) -> list[RunSummary]:
     """Summaries of every run that `paths` name, best final evaluation return first."""
     summaries = [summarise(path) for path in find_checkpoints(paths)]
-    return sorted(summaries, key=lambda s: (-s.last_eval, s.env_id, s.seed, s.path))
+    return sorted(summaries, key=lambda s: (-_score(s), s.env_id, s.seed, s.path))
+
+
+def _score(summary: RunSummary) -> float:
+    """What ranks runs: the final evaluation where a run has one, else its last eval return."""
+    return summary.final_eval if summary.final_episodes else summary.last_eval
 
 
 def duration(seconds: float) -> str:
@@ -161,9 +184,16 @@ _SUMMARY_COLUMNS = (
     ("last eval", ">", lambda s: f"{s.last_eval:.2f}"),
     ("best eval (gen)", ">", lambda s: f"{s.best_eval:.2f} ({s.best_generation})"),
     ("pop mean", ">", lambda s: f"{s.last_return_mean:.2f}"),
+    ("final eval (best)", ">", lambda s: _final_cell(s)),
     ("failed", ">", lambda s: f"{s.failed_episodes:,}"),
     ("esmpi", "<", lambda s: s.esmpi_version),
 )
+
+
+def _final_cell(summary: RunSummary) -> str:
+    if not summary.final_episodes:
+        return "-"
+    return f"{summary.final_eval:.2f} ({summary.final_best_eval:.2f})"
 
 
 def aligned(header: list[str], rows: list[list[str]], align: list[str]) -> str:

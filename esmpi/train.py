@@ -76,6 +76,7 @@ class Run:
     best: tuple[float, int, np.ndarray, ObsNorm]  # eval return, generation, theta, normalisation
     history: list  # HISTORY_DTYPE rows
     generation: int = 0
+    final: checkpoint.FinalEvaluation | None = None
 
     @property
     def strategy(self) -> strategies.Strategy:
@@ -146,7 +147,9 @@ def run_from_checkpoint(stored: checkpoint.Checkpoint, config: Config) -> Run:
     best_norm = ObsNorm(0.0, stored.best_obs_mean, stored.best_obs_var)
     best = (stored.best_return, stored.best_generation, stored.best_theta, best_norm)
     history = list(stored.history)
-    return Run(config, stored.policy, state, obs_norm, best, history, stored.generation)
+    return Run(
+        config, stored.policy, state, obs_norm, best, history, stored.generation, stored.final
+    )
 
 
 def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
@@ -170,6 +173,7 @@ def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
         best_obs_mean=best_norm.mean,
         best_obs_var=best_norm.var,
         history=np.array(run.history, dtype=checkpoint.HISTORY_DTYPE),
+        final=run.final,
     )
 
 
@@ -193,9 +197,10 @@ def run_generation(
     config, spec, theta = run.config, run.spec, run.state.theta
     population = run.strategy.ask(run.state, config, run.generation, table.size)
     offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
-    seeds = noise.episode_seeds(config.seed, run.generation, tasks + 1)
+    all_tasks = tasks + config.eval_episodes
+    seeds = noise.episode_seeds(config.seed, run.generation, all_tasks)
     n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    table_rows = np.zeros((tasks + 1 + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
+    table_rows = np.zeros((all_tasks + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
     if n_obs_columns:
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
     member = cache_aligned_zeros(n_params)
@@ -203,9 +208,9 @@ def run_generation(
     rules = EpisodeRules.from_config(config)
     failures = {}
     started = time.perf_counter()
-    for task in counter.tasks(tasks + 1):
+    for task in counter.tasks(all_tasks):
         row = table_rows[task]
-        if task == tasks:  # the evaluation episode of the unperturbed policy
+        if task >= tasks:  # an evaluation episode of the unperturbed policy
             failed = play(environment, actor, theta, seeds[task], rules, row, 0)
             if failed:
                 failures[task, 0] = failed
@@ -219,7 +224,7 @@ def run_generation(
             elif n_obs_columns:  # a failed member's observations never enter the statistics
                 row[FIXED_COLUMNS:] += actor.obs_sums.ravel()
         row[OFFSET] = offsets[task]
-    rank_row = table_rows[tasks + 1 + comm.Get_rank()]
+    rank_row = table_rows[all_tasks + comm.Get_rank()]
     rank_row[RANK_SECONDS] = time.perf_counter() - started
     rank_row[RANK_STOP_SIGNAL] = stop_signal
     parallel.sum_records(comm, table_rows)
@@ -254,9 +259,38 @@ def play(
     return failed
 
 
-def failure_counts(table_rows: np.ndarray, tasks: int) -> np.ndarray:
+def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None:
+    """Evaluate theta and best/theta (each with the normalisation it runs with) over
+    --final-episodes episodes each, on seeds no training episode used, the episodes shared among
+    ranks like a generation's tasks; store the result in run.final (the same on every rank)."""
+    config, episodes = run.config, run.config.final_episodes
+    seeds = noise.final_seeds(config.seed, episodes)
+    _, _, best_theta, best_norm = run.best
+    candidates = ((run.state.theta, run.obs_norm), (best_theta, best_norm))
+    rules = EpisodeRules.from_config(config)
+    rows = np.zeros((2 * episodes, FIXED_COLUMNS))
+    for task in counter.tasks(2 * episodes):
+        theta, obs_norm = candidates[task // episodes]
+        if normalising(run.spec, config):
+            actor.set_normalisation(obs_norm.mean, obs_norm.std)
+        play(environment, actor, theta, seeds[task % episodes], rules, rows[task], 0)
+    parallel.sum_records(comm, rows)
+    returns = rows[:, RETURN].reshape(2, episodes)
+    lengths = rows[:, LENGTH].astype(np.int64).reshape(2, episodes)
+    run.final = checkpoint.FinalEvaluation(run.generation, seeds, returns, lengths)
+
+
+def needs_final_evaluation(run: Run) -> bool:
+    """Whether a finished run has yet to be evaluated at its end (as configured now)."""
+    final, episodes = run.final, run.config.final_episodes
+    if not (run.finished and episodes and run.generation):
+        return False
+    return final is None or final.generation != run.generation or final.seeds.size != episodes
+
+
+def failure_counts(table_rows: np.ndarray, all_tasks: int) -> np.ndarray:
     """A generation's failed episodes by kind (FAILURE_KINDS order), its evaluation included."""
-    codes = table_rows[: tasks + 1, FAILURE : FAILURE + 2].astype(np.int64).ravel()
+    codes = table_rows[:all_tasks, FAILURE : FAILURE + 2].astype(np.int64).ravel()
     return np.bincount(codes, minlength=len(FAILURE_KINDS) + 1)[1:]
 
 
@@ -265,20 +299,20 @@ def failures_message(
 ) -> str:
     """The sentence that stops a run for failed episodes: how many, of what kind, the first one
     (its member and episode seed, and what the environment did) and the command replaying it."""
-    tasks = population.offsets.size
-    counts = failure_counts(table_rows, tasks)
+    tasks, n_eval = population.offsets.size, run.config.eval_episodes
+    counts = failure_counts(table_rows, tasks + n_eval)
     kinds = ", ".join(f"{n} {kind}" for kind, n in zip(FAILURE_KINDS, counts, strict=True) if n)
     task, j = min(seen)
-    seed = int(noise.episode_seeds(run.config.seed, run.generation, tasks + 1)[task])
+    seed = int(noise.episode_seeds(run.config.seed, run.generation, tasks + n_eval)[task])
     folder = os.path.dirname(path) or "."
-    if task == tasks:
+    if task >= tasks:
         member, replay = "the unperturbed policy", ""
     else:
         offset, sign = int(population.offsets[task]), population.signs[j]
         member = f"member offset {offset} sign {sign:+d}"
         replay = f" --member {offset} --sign {sign}"
     return (
-        f"{counts.sum()} of {population.size + 1} episodes of generation {run.generation + 1} "
+        f"{counts.sum()} of {population.size + n_eval} episodes of generation {run.generation + 1} "
         f"failed ({kinds}), more than --max-failed-share {run.config.max_failed_share:g}; the "
         f"first, {member} on episode seed {seed} in {run.config.env}: {seen[task, j]}. The "
         f"checkpoint {path} holds generation {run.generation}, before it; `esmpi eval {folder}"
@@ -311,8 +345,10 @@ def advance(
     config, tasks, width = run.config, population.offsets.size, len(population.signs)
     returns = table_rows[:tasks, RETURN : RETURN + width]
     lengths = table_rows[:tasks, LENGTH : LENGTH + width]
-    eval_return = table_rows[tasks, RETURN]
-    steps = int(lengths.sum() + table_rows[tasks, LENGTH])
+    all_tasks = tasks + config.eval_episodes
+    # The mean of the evaluation episodes (NaN when one failed: no best from this generation).
+    eval_return = table_rows[tasks:all_tasks, RETURN].mean()
+    steps = int(lengths.sum() + table_rows[tasks:all_tasks, LENGTH].sum())
     lr, sigma = run.strategy.step_sizes(run.state, population)
     if eval_return > run.best[0]:
         run.best = (eval_return, run.generation + 1, run.state.theta.copy(), run.obs_norm)
@@ -326,11 +362,11 @@ def advance(
     run.generation += 1
     update_s = time.perf_counter() - update_started
     seconds += update_s + checkpoint_s
-    rank_seconds = table_rows[tasks + 1 :, RANK_SECONDS]
+    rank_seconds = table_rows[all_tasks:, RANK_SECONDS]
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
-    row["episodes"] = run.episodes + population.size + 1
+    row["episodes"] = run.episodes + population.size + config.eval_episodes
     statistics = population_statistics(returns)
     row["return_mean"], row["return_std"], row["return_min"], row["return_max"] = statistics
     row["eval_return"], row["lr"], row["sigma"] = eval_return, lr, sigma
@@ -338,7 +374,7 @@ def advance(
     row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
     row["rollout_s"], row["idle_s"] = rank_seconds.max(), rank_seconds.max() - rank_seconds.mean()
     row["update_s"], row["checkpoint_s"] = update_s, checkpoint_s
-    for kind, count in zip(FAILURE_KINDS, failure_counts(table_rows, tasks), strict=True):
+    for kind, count in zip(FAILURE_KINDS, failure_counts(table_rows, all_tasks), strict=True):
         row[f"failed_{kind}"] = count
     run.history.append(row)
 
@@ -375,6 +411,15 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
 
     best_return, best_generation = run.best[0], run.best[1]
     last = run.history[-1]
+    final = ""
+    if run.final is not None and run.final.generation == run.generation:
+        theta_mean, best_mean = run.final.means
+        returns = run.final.returns[0]
+        final = (
+            f"\n  final eval   theta {theta_mean:.2f} (std {returns.std():.2f}, min "
+            f"{returns.min():.2f}, max {returns.max():.2f}), best/theta {best_mean:.2f}, over "
+            f"{returns.size} episodes on unseen seeds"
+        )
     speed = run.timesteps / run.wall_s if run.wall_s > 0 else 0.0
     folder = os.path.dirname(path) or "."
     return "\n".join(
@@ -384,7 +429,7 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
             f"{n_ranks} rank(s))",
             f"  eval return  last {last['eval_return']:.2f}, best {best_return:.2f} at generation "
             f"{best_generation}; population mean {last['return_mean']:.2f}, max "
-            f"{last['return_max']:.2f}",
+            f"{last['return_max']:.2f}{final}",
             f"  checkpoint   {path}",
             f"  next         esmpi inspect {folder} --history | esmpi eval {folder} --video "
             f"episodes.mp4 | esmpi plot {os.path.dirname(folder) or '.'} -o curves.png",
@@ -397,6 +442,7 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
 RESUMABLE_CHANGES = (
     "generations",
     "total_steps",
+    "final_episodes",
     "max_failed_share",
     "print_every",
     "check_every",
@@ -478,8 +524,9 @@ class Trainer:
             run, self.environment, self.actor, self.table, comm, self.counter, stop_signal
         )
         seconds = time.perf_counter() - started
-        failed = int(failure_counts(table_rows, population.offsets.size).sum())
-        if failed > run.config.max_failed_share * (population.size + 1):
+        all_tasks = population.offsets.size + run.config.eval_episodes
+        failed = int(failure_counts(table_rows, all_tasks).sum())
+        if failed > run.config.max_failed_share * (population.size + run.config.eval_episodes):
             self.stop_for_failures(population, table_rows, failures)
         advance(run, population, table_rows, self.table, seconds, self.checkpoint_s)
         self.checkpoint_s = 0.0
@@ -498,7 +545,13 @@ class Trainer:
             writing = time.perf_counter()
             self.save()
             self.checkpoint_s = time.perf_counter() - writing
-        return int(table_rows[population.offsets.size + 1 :, RANK_STOP_SIGNAL].max())
+        return int(table_rows[all_tasks:, RANK_STOP_SIGNAL].max())
+
+    def final_evaluation(self) -> None:
+        """The end-of-run evaluation on every rank; rank 0 writes it into the checkpoint."""
+        final_evaluation(self.run, self.environment, self.actor, self.comm, self.counter)
+        if self.comm.Get_rank() == 0:
+            self.save()
 
     def stop_early(self, signal_number: int) -> None:
         """Rank 0 writes the checkpoint (unless it already holds this generation) and says so;
@@ -599,6 +652,8 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
             stopped_by = trainer.generation(stop.received)
         if stopped_by and not run.finished:
             trainer.stop_early(stopped_by)
+        if needs_final_evaluation(run):
+            trainer.final_evaluation()
     finally:
         stop.restore()
         if trainer.progress:

@@ -1,0 +1,101 @@
+"""Honest evaluation: --eval-episodes per generation (the kept best chosen by their mean) and the
+final evaluation at the end of a run, on seeds no training episode used, under real mpiexec
+ranks; `esmpi eval --episode-seed` reproduces each final episode."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import SMALL_TABLE, checked, esmpi, read_theta
+from esmpi import noise
+
+pytestmark = pytest.mark.mpi
+
+PENDULUM = ["--env", "Pendulum-v1", "--popsize", "8", "--hidden", "8", "--max-steps", "60"]
+PENDULUM += [*SMALL_TABLE, "--seed", "3"]
+
+
+def train(runs, name: str, *extra: str, ranks: int = 2):
+    return checked(
+        esmpi(
+            "train",
+            *PENDULUM,
+            *("--folder", str(runs), "--run-name", name, "--print-every", "2", *extra),
+            ranks=ranks,
+        )
+    )
+
+
+def stored(path):
+    with h5py.File(path / "checkpoint.h5", "r") as h5:
+        found = {"history": h5["history"][...], "best": dict(h5["best"].attrs)}
+        if "final" in h5:
+            found["final"] = {
+                **dict(h5["final"].attrs),
+                **{name: h5["final"][name][...] for name in ("seeds", "returns", "lengths")},
+            }
+        return found
+
+
+def test_eval_episodes_are_averaged_choose_the_best_and_do_not_depend_on_ranks(runs):
+    extra = ("--generations", "5", "--eval-episodes", "3", "--final-episodes", "0")
+    train(runs, "one", *extra, ranks=1)
+    train(runs, "three", *extra, ranks=3)
+    one, three = stored(runs / "one"), stored(runs / "three")
+    assert np.array_equal(
+        read_theta(runs / "one" / "checkpoint.h5"), read_theta(runs / "three" / "checkpoint.h5")
+    )
+    assert np.array_equal(one["history"]["eval_return"], three["history"]["eval_return"])
+    history = one["history"]
+    assert np.diff(history["episodes"], prepend=0).tolist() == [8 + 3] * 5
+    assert np.diff(history["timesteps"], prepend=0).tolist() == [(8 + 3) * 60] * 5
+    best = int(np.argmax(history["eval_return"]))
+    assert one["best"]["eval_return"] == history["eval_return"][best]
+    assert one["best"]["generation"] == best + 1
+    assert "final" not in one
+
+
+def test_the_final_evaluation_is_stored_printed_inspected_and_replayable(runs):
+    result = train(runs, "final", "--generations", "4", "--final-episodes", "5")
+    final = stored(runs / "final")["final"]
+    assert final["generation"] == 4 and final["returns"].shape == (2, 5)
+    assert (final["seeds"] >= 2**31).all() and (final["seeds"] < 2**32).all()
+    training_seeds = {int(s) for g in range(4) for s in noise.episode_seeds(3, g, 5)}
+    assert not training_seeds & set(final["seeds"].tolist())
+    assert final["theta_mean"] == final["returns"][0].mean()
+    assert f"final eval   theta {final['theta_mean']:.2f}" in result.stdout
+    for row, best in ((0, []), (1, ["--best"])):
+        for seed, want, length in zip(
+            final["seeds"], final["returns"][row], final["lengths"][row], strict=True
+        ):
+            shown = checked(
+                esmpi("eval", str(runs / "final"), "--episode-seed", str(seed), "--json", *best)
+            )
+            record = json.loads(shown.stdout)
+            assert record["returns"] == [want] and record["lengths"] == [length]
+    inspected = json.loads(checked(esmpi("inspect", str(runs / "final"), "--json")).stdout)[0]
+    assert inspected["final_eval"] == final["theta_mean"] and inspected["final_episodes"] == 5
+    assert "final eval (best)" in checked(esmpi("inspect", str(runs / "final"))).stdout
+
+
+def test_a_resumed_run_is_evaluated_again_at_its_new_end_and_stays_exact(runs):
+    train(runs, "resumed", "--generations", "4", "--final-episodes", "3")
+    train(
+        runs,
+        "resumed",
+        "--generations",
+        "6",
+        "--final-episodes",
+        "3",
+        "--resume",
+        str(runs / "resumed"),
+    )
+    train(runs, "whole", "--generations", "6", "--final-episodes", "3")
+    resumed, whole = stored(runs / "resumed"), stored(runs / "whole")
+    assert resumed["final"]["generation"] == 6
+    assert np.array_equal(resumed["final"]["returns"], whole["final"]["returns"])
+    assert np.array_equal(
+        read_theta(runs / "resumed" / "checkpoint.h5"), read_theta(runs / "whole" / "checkpoint.h5")
+    )

@@ -31,6 +31,7 @@ def test_two_generation_smoke_run(runs, env_id, tmp_path):
             "--folder",
             str(runs),
             *SMALL_TABLE,
+            *("--final-episodes", "2"),
             ranks=2,
             cwd=tmp_path,
         )

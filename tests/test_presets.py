@@ -273,6 +273,7 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
             "--run-name",
             "smoke",
             *SMALL_TABLE,
+            *("--final-episodes", "2"),
             *extra,
             ranks=2,
         )

@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--render", action="store_true", help="show the episodes in a window")
     _add_eval_extras(evaluate)
     _add_results_commands(commands)
+    _add_suite_command(commands)
     _add_bench_command(commands)
     commands.add_parser(
         "envs",
@@ -164,6 +165,54 @@ def build_parser() -> argparse.ArgumentParser:
         "PyBullet locomotion, Atari), what each sets and why; any option given overrides them.",
     )
     return parser
+
+
+def _add_suite_command(commands) -> None:
+    suite = commands.add_parser(
+        "suite",
+        help="run a results suite (a TOML list of runs) and make its table and figure",
+        description="A results suite is a TOML file of runs: environment, strategies, options, "
+        "seeds and step budget (its format: the docstring of esmpi/suite.py, and the README). "
+        "`run` trains what is not finished, here one run after another or as a Slurm array; "
+        "`table` prints the markdown table of final evaluations and draws the learning curves.",
+    )
+    actions = suite.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="train every unfinished run of the suite")
+    run.add_argument("file", help="the suite's TOML file")
+    run.add_argument("--threads", type=int, help="ranks per run (default: the file's threads)")
+    run.add_argument(
+        "--slurm",
+        nargs=argparse.REMAINDER,
+        metavar="SBATCH_OPTION",
+        help="submit the unfinished runs as a job array of jobs/sweep.sbatch instead; options "
+        "after --slurm go to sbatch (e.g. --slurm --time=08:00:00 --partition=cpu)",
+    )
+    table = actions.add_parser("table", help="the markdown table (and figure) of the results")
+    table.add_argument("file", help="the suite's TOML file")
+    table.add_argument("-o", "--output", help="write the table to this file instead of stdout")
+    table.add_argument("--figure", help="learning curves over env steps to this .png/.svg/.pdf")
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    from esmpi import suite
+
+    loaded = suite.load(args.file)
+    if args.action == "run" and args.slurm is not None:
+        jobs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
+        print(f"esmpi suite: {suite.submit(loaded, args.slurm, jobs)}")
+    elif args.action == "run":
+        ran = suite.run_here(loaded, args.threads)
+        print(f"esmpi suite: {ran} run(s) trained; `esmpi suite table {args.file}` shows them")
+    else:
+        text = suite.markdown_table(loaded)
+        if args.output:
+            with open(args.output, "w") as handle:
+                handle.write(text + "\n")
+        else:
+            print(text)
+        if args.figure:
+            suite.figure(loaded, args.figure)
+    return 0
 
 
 def _add_bench_command(commands) -> None:
@@ -442,6 +491,7 @@ _RESULTS_COMMANDS = {
     "plot": run_plot,
     "export": run_export,
     "envs": run_envs,
+    "suite": run_suite,
 }
 
 

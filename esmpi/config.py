@@ -98,7 +98,11 @@ class Config:
         "Population members per generation (antithetic pairs: even); 0 for snes and sep-cma-es: "
         "their papers' 4 + 3 ln(parameters)",
     )
-    generations: int = _option(100, "Generations to run, counted from the start of the run")
+    generations: int = _option(
+        100,
+        "Generations to run, counted from the start of the run; 0: no limit, --total-steps ends "
+        "it (the default when --total-steps is given and --generations is not)",
+    )
     total_steps: int = _option(
         0,
         "Also end the run after the generation in which its environment steps (all episodes, "
@@ -268,7 +272,12 @@ def validate(config: Config) -> Config:
     for name in ("sigma", "lr"):
         if not getattr(config, name) > 0:
             raise UsageError(f"--{name} must be positive; got {getattr(config, name)}.")
-    for name in ("generations", "print_every", "check_every", "eval_episodes"):
+    if config.generations < 0 or not (config.generations or config.total_steps):
+        raise UsageError(
+            f"--generations must be at least 1, or 0 with a --total-steps budget; got "
+            f"{config.generations}."
+        )
+    for name in ("print_every", "check_every", "eval_episodes"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{_flag(name)} must be at least 1; got {getattr(config, name)}.")
     if config.max_steps < 0:

@@ -136,6 +136,8 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
                 f"preset {preset.pattern} sets {describe(base)}; any option given overrides it "
                 "(`esmpi envs` lists the presets)"
             )
+    if values.get("total_steps") and "generations" not in values:
+        base["generations"] = 0  # a step budget alone ends the run
     return from_mapping({**strategy.DEFAULTS, **base, **values, "env": env_id}), notes
 
 

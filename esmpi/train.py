@@ -93,15 +93,16 @@ class Run:
     @property
     def finished(self) -> bool:
         """Whether the run has done its --generations or spent its --total-steps."""
-        budget = self.config.total_steps
-        return self.generation >= self.config.generations or bool(
+        generations, budget = self.config.generations, self.config.total_steps
+        return bool(generations and self.generation >= generations) or bool(
             budget and self.timesteps >= budget
         )
 
     @property
     def done_share(self) -> float:
         """How much of the run is done: of its generations or of its step budget, the larger."""
-        share = self.generation / self.config.generations
+        generations = self.config.generations
+        share = self.generation / generations if generations else 0.0
         if self.config.total_steps:
             share = max(share, self.timesteps / self.config.total_steps)
         return min(share, 1.0)
@@ -388,7 +389,7 @@ def progress_line(run: Run) -> str:
     seconds_per_gen = row["wall_s"] - (run.history[-2]["wall_s"] if len(run.history) > 1 else 0)
     left = row["wall_s"] / done * (1 - done) if done > 0 else 0.0
     return (
-        f"gen {run.generation:>5}/{total} {done:>4.0%} | "
+        f"gen {run.generation:>5}{f'/{total}' if total else ''} {done:>4.0%} | "
         f"eval {row['eval_return']:>9.2f} best {run.best[0]:>9.2f} | "
         f"population mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f} | "
         f"{row['timesteps']:>11,} steps {row['steps_per_s']:>8,.0f}/s {seconds_per_gen:>6.2f} s/gen"
@@ -562,8 +563,9 @@ class Trainer:
                 self.save()
             where = f"checkpoint {self.path}" if run.generation else "nothing to save yet"
             print(
-                f"esmpi: stopped by {name} after generation {run.generation} of "
-                f"{run.config.generations}; {where}; `--resume auto` with the same options "
+                f"esmpi: stopped by {name} after generation {run.generation}"
+                f"{f' of {run.config.generations}' if run.config.generations else ''}; {where}; "
+                "`--resume auto` with the same options "
                 f"continues the run (exit code {EXIT_STOPPED})",
                 flush=True,
             )

@@ -222,3 +222,21 @@ def test_total_steps_ends_the_run_at_its_step_budget_and_a_resume_may_raise_it(r
     assert "4 generations, 4,000 steps" in resumed.stdout
     with h5py.File(runs / "b" / "checkpoint.h5") as h5:
         assert h5["history"]["timesteps"].tolist() == [1000, 2000, 3000, 4000]
+
+
+def test_a_step_budget_alone_sets_no_generation_limit(runs):
+    """`--total-steps` without `--generations` runs until the budget (past the default 100
+    generations), and the progress line shows no generation total."""
+    from esmpi import presets
+
+    config, _ = presets.resolve({"env": "CartPole-v1", "total_steps": 1000})
+    assert config.generations == 0
+    config, _ = presets.resolve({"env": "CartPole-v1", "total_steps": 1000, "generations": 5})
+    assert config.generations == 5
+    common = ["--env", "Pendulum-v1", "--popsize", "2", "--hidden", "4", "--max-steps", "10"]
+    args = [*common, *SMALL_TABLE, "--folder", str(runs), "--run-name", "budget"]
+    result = checked(esmpi("train", *args, "--total-steps", "3300", "--print-every", "50"))
+    assert "110 generations, 3,300 steps" in result.stdout  # 3 episodes of 10 steps each
+    assert "gen    50  45%" in result.stdout, result.stdout
+    refused = esmpi("train", *args, "--generations", "0")
+    assert refused.returncode == 2 and "0 with a --total-steps budget" in refused.stderr

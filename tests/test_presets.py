@@ -285,7 +285,7 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
         config = from_toml(h5.attrs["config"])
         assert h5["history"].shape == (2,)
         assert h5["policy"].attrs["kind"] == config.policy
-    expected, _ = presets.resolve({"env": env_id, "max_steps": steps})
+    expected, _ = presets.resolve({"env": env_id, "max_steps": steps, "final_episodes": 2})
     if extra:
         assert config.action_map == "tanh,sigmoid,clip"  # the flag over the preset
         expected = expected.replace(action_map="tanh,sigmoid,clip")

@@ -384,7 +384,8 @@ def test_every_dataset_and_column_says_what_it_is_and_pandas_reads_the_history(t
         h5.visititems(
             lambda name, item: (datasets if isinstance(item, h5py.Dataset) else groups).append(item)
         )
-        assert len(datasets) == 13 and len(groups) == 5  # /strategy: lr, sigma, optimizer/*
+        # /strategy: lr, sigma, optimizer/*; /final: seeds, returns, lengths
+        assert len(datasets) == 16 and len(groups) == 6
         for item in datasets + groups:
             assert item.attrs.get("description"), item.name
         for dataset in datasets:
@@ -432,8 +433,11 @@ def test_progress_lines_and_summary_show_the_files_numbers(trained):
         f"last {history['eval_return'][-1]:.2f}, best {best['eval_return']:.2f} at generation "
         f"{best['generation']}" in summary[1]
     )
-    assert summary[2].split() == ["checkpoint", str(folder / "cp0" / checkpoint.FILENAME)]
-    assert f"esmpi inspect {folder / 'cp0'}" in summary[3]
+    with h5py.File(folder / "cp0" / checkpoint.FILENAME) as h5:
+        final_mean = h5["final"].attrs["theta_mean"]
+    assert summary[2].startswith(f"  final eval   theta {final_mean:.2f} (std ")
+    assert summary[3].split() == ["checkpoint", str(folder / "cp0" / checkpoint.FILENAME)]
+    assert f"esmpi inspect {folder / 'cp0'}" in summary[4]
 
 
 @pytest.mark.parametrize(

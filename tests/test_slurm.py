@@ -241,3 +241,32 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_checkpoint_that_resumes(
     assert "resuming at generation 2" in output
     assert not temporary.exists()  # the killed writer's leftover is cleaned up
     assert np.array_equal(read_theta(run / "checkpoint.h5"), uninterrupted)
+
+
+def test_a_suite_submitted_as_an_array_finishes_every_run(cluster, submit_dir):
+    """`esmpi suite run FILE --slurm` submits one jobs/sweep.sbatch task per unfinished run; the
+    table then reports each row, and nothing is left to submit."""
+    import subprocess
+
+    suite_file = submit_dir / "suite.toml"
+    suite_file.write_text(
+        f'folder = "{submit_dir / "runs"}"\nthreads = 1\n\n[[runs]]\nenv = "CartPole-v1"\n'
+        'strategy = ["openai-es", "snes"]\nseeds = [0, 1]\ntotal_steps = 5000\n'
+        "options = { hidden = [8], noise_table_size = 2000000, final_episodes = 2 }\n"
+    )
+    command = [sys.executable, "-m", "esmpi", "suite", "run", str(suite_file), "--slurm"]
+    environment = job_environment(cluster)
+    submitted = subprocess.run(
+        command, env=environment, cwd=submit_dir, capture_output=True, text=True, timeout=60
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    array_job = submitted.stdout.split("Submitted batch job ")[1].split()[0]
+    for task in range(4):
+        record = wait_for(cluster, f"{array_job}_{task}", finished, timeout=180)
+        assert record["JobState"] == "COMPLETED", job_output(submit_dir)
+    table = checked(esmpi("suite", "table", str(suite_file))).stdout
+    assert table.count("| CartPole-v1 |") == 2 and "missing" not in table, table
+    again = subprocess.run(
+        command, env=environment, cwd=submit_dir, capture_output=True, text=True, timeout=60
+    )
+    assert "nothing to submit" in again.stdout, again.stdout + again.stderr

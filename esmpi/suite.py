@@ -1,0 +1,274 @@
+"""Results suites: a TOML file of runs (environment, strategies, options, seeds, step budget), run
+here one after another or submitted as a Slurm array, and turned into a markdown table and a
+figure of learning curves over environment steps. The README's results tables come from these.
+
+    folder = "runs/suite"          # where the run folders go (relative to the working directory)
+    threads = 2                    # ranks per run
+
+    [[runs]]
+    env = "HalfCheetah-v5"
+    strategy = ["openai-es", "pgpe"]   # one name or a list: one row each
+    seeds = [0, 1, 2]
+    total_steps = 5_000_000
+    label = "paper"                # optional: names the row's runs (default: the options' digest)
+    options = { sigma = 0.02, lr = 0.01, action_map = "tanh" }   # any `esmpi train` option
+
+Each run is `esmpi train --env E --strategy S --seed K --total-steps N [options] --folder F
+--run-name E__S__LABEL__K --resume auto`: what exists is continued, what is finished (it holds
+its final evaluation) is left alone, so the command can be run again after an interruption. The
+table reports, per row, the final evaluation of `theta` (the mean over its --final-episodes
+episodes, on seeds no training episode used): its mean over seeds and range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from esmpi import checkpoint, presets
+from esmpi.config import Config, UsageError, load_toml
+
+_ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the suite's table: an environment, a strategy and options, over seeds."""
+
+    env: str
+    strategy: str
+    seeds: tuple[int, ...]
+    total_steps: int
+    label: str
+    options: dict = field(default_factory=dict)
+
+    def run_name(self, seed: int) -> str:
+        return f"{self.env.replace('/', '-')}__{self.strategy}__{self.label}__{seed}"
+
+    def train_arguments(self, seed: int, folder: str) -> list[str]:
+        """The `esmpi train` options of one run (without --threads)."""
+        arguments = ["--env", self.env, "--strategy", self.strategy, "--seed", str(seed)]
+        arguments += ["--total-steps", str(self.total_steps)]
+        for name, value in self.options.items():
+            arguments += [f"--{name.replace('_', '-')}", _flag_value(value)]
+        return [*arguments, "--folder", folder, "--run-name", self.run_name(seed)]
+
+    def command(self, threads: int) -> str:
+        """The command that reproduces the row's runs, seeds as a shell loop."""
+        options = "".join(
+            f" --{name.replace('_', '-')} {shlex.quote(_flag_value(value))}"
+            for name, value in self.options.items()
+        )
+        seeds = " ".join(map(str, self.seeds))
+        return (
+            f"for seed in {seeds}; do esmpi train --env {self.env} --strategy {self.strategy} "
+            f"--seed $seed --total-steps {self.total_steps:g}{options} --threads {threads}; done"
+        )
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: str
+    folder: str
+    threads: int
+    rows: tuple[Row, ...]
+
+    def runs(self):
+        """(row, seed, run folder) of every run of the suite."""
+        for row in self.rows:
+            for seed in row.seeds:
+                yield row, seed, os.path.join(self.folder, row.run_name(seed))
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _digest(options: dict) -> str:
+    if not options:
+        return "defaults"
+    text = json.dumps(options, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def load(path: str) -> Suite:
+    """The suite in the TOML file at `path`, each row's options checked as `esmpi train` would."""
+    document = load_toml(path)
+    entries = document.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{path} lists no [[runs]].")
+    rows = []
+    for number, entry in enumerate(entries, 1):
+        unknown = sorted(set(entry) - _ENTRY_KEYS)
+        if unknown or "env" not in entry or "total_steps" not in entry:
+            raise UsageError(
+                f"{path}: run {number} needs env and total_steps and may have "
+                f"{', '.join(sorted(_ENTRY_KEYS - {'env', 'total_steps'}))}; "
+                f"got {', '.join(sorted(entry))}."
+            )
+        options = dict(entry.get("options", {}))
+        strategies = entry.get("strategy", Config().strategy)
+        for strategy in [strategies] if isinstance(strategies, str) else strategies:
+            values = {**options, "env": entry["env"], "strategy": strategy}
+            presets.resolve({**values, "total_steps": entry["total_steps"]})  # UsageError if wrong
+            rows.append(
+                Row(
+                    env=entry["env"],
+                    strategy=strategy,
+                    seeds=tuple(int(seed) for seed in entry.get("seeds", (0, 1, 2))),
+                    total_steps=int(entry["total_steps"]),
+                    label=str(entry.get("label") or _digest(options)),
+                    options=options,
+                )
+            )
+    folder = str(document.get("folder", "runs/suite"))
+    return Suite(path, folder, int(document.get("threads", 2)), tuple(rows))
+
+
+def finished(run_folder: str) -> bool:
+    """Whether the run folder holds a run at its end with its final evaluation."""
+    path = os.path.join(run_folder, checkpoint.FILENAME)
+    if not os.path.exists(path):
+        return False
+    state = checkpoint.load(path)
+    return state.final is not None and state.final.generation == state.generation
+
+
+def run_here(suite: Suite, threads: int | None = None) -> int:
+    """Train every run of `suite` that is not finished, one after another; return how many ran."""
+    threads = threads or suite.threads
+    esmpi = [sys.executable, "-m", "esmpi", "train"]
+    ran = 0
+    for row, seed, folder in suite.runs():
+        if finished(folder):
+            continue
+        arguments = [*row.train_arguments(seed, suite.folder), "--resume", "auto"]
+        print(f"esmpi suite: {row.run_name(seed)}", flush=True)
+        completed = subprocess.run([*esmpi, *arguments, "--threads", str(threads)])
+        if completed.returncode != 0:
+            raise UsageError(
+                f"{row.run_name(seed)} ended with exit code {completed.returncode}; its output "
+                "above says why. Run the suite again to continue."
+            )
+        ran += 1
+    return ran
+
+
+def task_list(suite: Suite) -> list[str]:
+    """One line of `esmpi train` options per unfinished run, for jobs/sweep.sbatch --list."""
+    return [
+        " ".join(row.train_arguments(seed, suite.folder))
+        for row, seed, folder in suite.runs()
+        if not finished(folder)
+    ]
+
+
+def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
+    """Submit the unfinished runs as one Slurm array of jobs/sweep.sbatch tasks; return sbatch's
+    output (the job id)."""
+    lines = task_list(suite)
+    if not lines:
+        return "nothing to submit: every run of the suite is finished"
+    if any(" " in argument for line in lines for argument in shlex.split(line)):
+        raise UsageError("Slurm task lists are split at spaces: keep spaces out of options.")
+    os.makedirs(suite.folder, exist_ok=True)
+    listing = os.path.join(suite.folder, "suite-tasks.txt")
+    with open(listing, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.makedirs("slurm_out", exist_ok=True)
+    command = ["sbatch", f"--array=0-{len(lines) - 1}", f"--ntasks={suite.threads}"]
+    command += [*sbatch_options, os.path.join(jobs_folder, "sweep.sbatch"), "--list", listing]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise UsageError("sbatch is not on PATH: submit from a Slurm login node.") from None
+    if done.returncode != 0:
+        raise UsageError(f"sbatch refused the array: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@dataclass
+class RowResult:
+    row: Row
+    finals: np.ndarray  # final evaluation of theta, one per finished seed
+    steps: np.ndarray
+    walls: np.ndarray
+    ranks: int
+    missing: tuple[int, ...]  # seeds without a finished run
+
+
+def results(suite: Suite) -> list[RowResult]:
+    found = []
+    for row in suite.rows:
+        finals, steps, walls, ranks, missing = [], [], [], 0, []
+        for seed in row.seeds:
+            folder = os.path.join(suite.folder, row.run_name(seed))
+            if not finished(folder):
+                missing.append(seed)
+                continue
+            state = checkpoint.load(os.path.join(folder, checkpoint.FILENAME))
+            assert state.final is not None
+            finals.append(state.final.means[0])
+            steps.append(int(state.history[-1]["timesteps"]))
+            walls.append(float(state.history[-1]["wall_s"]))
+            ranks = state.n_ranks
+        found.append(
+            RowResult(
+                row, np.array(finals), np.array(steps), np.array(walls), ranks, tuple(missing)
+            )
+        )
+    return found
+
+
+def markdown_table(suite: Suite) -> str:
+    """The suite's table: one row per (environment, strategy, options), the final evaluation's
+    mean over seeds and its range, env steps, wall time, cores, and the command."""
+    from esmpi.results import duration
+
+    lines = [
+        "| environment | strategy | options | budget | seeds | final eval: mean [min, max] | "
+        "env steps (mean) | wall per run (mean) | cores | command |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for result in results(suite):
+        row = result.row
+        options = " ".join(f"{k}={_flag_value(v)}" for k, v in row.options.items()) or "defaults"
+        if result.finals.size:
+            finals = result.finals
+            score = f"{finals.mean():.1f} [{finals.min():.1f}, {finals.max():.1f}]"
+            steps = f"{result.steps.mean():,.0f}"
+            wall = duration(float(result.walls.mean()))
+        else:
+            score, steps, wall = "not run", "", ""
+        if result.missing:
+            score += f" (seeds {', '.join(map(str, result.missing))} missing)"
+        lines.append(
+            f"| {row.env} | {row.strategy} | {options} | {row.total_steps:,} | "
+            f"{result.finals.size} | {score} | {steps} | {wall} | {result.ranks or ''} | "
+            f"`{row.command(suite.threads)}` |"
+        )
+    return "\n".join(lines)
+
+
+def figure(suite: Suite, path: str) -> None:
+    """Learning curves over environment steps of every finished run (esmpi plot's figure)."""
+    from esmpi import plotting
+    from esmpi.results import summarise
+
+    summaries = [summarise(folder) for _, _, folder in suite.runs() if finished(folder)]
+    if not summaries:
+        raise UsageError(f"No run of {suite.path} has finished yet.")
+    plotting.save(plotting.learning_curves(summaries, x="timesteps"), path)

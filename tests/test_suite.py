@@ -1,0 +1,80 @@
+"""Results suites: the TOML file, running it here (again: nothing to redo), the table and the
+figure. The Slurm array is in test_slurm.py."""
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import checked, esmpi
+from esmpi import suite
+from esmpi.config import UsageError
+
+pytestmark = pytest.mark.mpi
+
+SUITE = """
+folder = "{folder}"
+threads = 2
+
+[[runs]]
+env = "CartPole-v1"
+strategy = ["openai-es", "ars"]
+seeds = [0, 1]
+total_steps = 20000
+options = {{ popsize = 16, noise_table_size = 2000000, final_episodes = 3 }}
+
+[[runs]]
+env = "Pendulum-v1"
+seeds = [4]
+total_steps = 5000
+label = "short"
+options = {{ popsize = 8, hidden = [8], max_steps = 100, noise_table_size = 2000000 }}
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "suite.toml"
+    path.write_text(text.format(folder=tmp_path / "runs"))
+    return path
+
+
+def test_a_suite_lists_one_row_per_strategy_and_checks_each_rows_options(tmp_path):
+    loaded = suite.load(str(write(tmp_path, SUITE)))
+    assert [(r.env, r.strategy, r.seeds) for r in loaded.rows] == [
+        ("CartPole-v1", "openai-es", (0, 1)),
+        ("CartPole-v1", "ars", (0, 1)),
+        ("Pendulum-v1", "openai-es", (4,)),
+    ]
+    assert loaded.rows[2].run_name(4) == "Pendulum-v1__openai-es__short__4"
+    assert len(list(loaded.runs())) == 5
+    with pytest.raises(UsageError, match="--top-directions"):
+        bad = SUITE.replace("final_episodes = 3", "top_directions = 2")
+        suite.load(str(write(tmp_path, bad)))
+    with pytest.raises(UsageError, match="needs env and total_steps"):
+        suite.load(str(write(tmp_path, SUITE.replace("total_steps = 5000", "steps = 5000"))))
+
+
+def test_a_suite_runs_here_once_and_its_table_reports_the_final_evaluations(tmp_path):
+    path = write(tmp_path, SUITE)
+    first = checked(esmpi("suite", "run", str(path)))
+    assert "5 run(s) trained" in first.stdout
+    assert "0 run(s) trained" in checked(esmpi("suite", "run", str(path))).stdout
+    figure = tmp_path / "curves.png"
+    table = checked(esmpi("suite", "table", str(path), "--figure", str(figure))).stdout
+    lines = [
+        line
+        for line in table.splitlines()
+        if line.startswith("| CartPole") or line.startswith("| Pendulum")
+    ]
+    assert len(lines) == 3
+    finals = []
+    (row,) = [row for row in suite.load(str(path)).rows if row.strategy == "ars"]
+    for seed in row.seeds:
+        with h5py.File(tmp_path / "runs" / row.run_name(seed) / "checkpoint.h5", "r") as h5:
+            finals.append(float(h5["final"].attrs["theta_mean"]))
+            assert h5["final"]["seeds"].shape == (3,)
+            assert h5["history"][-1]["timesteps"] >= 20000
+    ars = next(line for line in lines if "| ars |" in line)
+    mean = np.mean(finals)
+    assert f"| {mean:.1f} [{min(finals):.1f}, {max(finals):.1f}] |" in ars, ars
+    assert "--strategy ars --seed $seed --total-steps 20000" in ars
+    assert figure.stat().st_size > 10_000

@@ -180,6 +180,7 @@ def _add_suite_command(commands) -> None:
     run = actions.add_parser("run", help="train every unfinished run of the suite")
     run.add_argument("file", help="the suite's TOML file")
     run.add_argument("--threads", type=int, help="ranks per run (default: the file's threads)")
+    run.add_argument("--envs", nargs="+", metavar="ID", help="run only these environments' rows")
     run.add_argument(
         "--slurm",
         nargs=argparse.REMAINDER,
@@ -197,6 +198,8 @@ def run_suite(args: argparse.Namespace) -> int:
     from esmpi import suite
 
     loaded = suite.load(args.file)
+    if args.action == "run" and args.envs:
+        loaded = suite.only(loaded, args.envs)
     if args.action == "run" and args.slurm is not None:
         jobs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs")
         print(f"esmpi suite: {suite.submit(loaded, args.slurm, jobs)}")

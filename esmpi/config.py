@@ -74,6 +74,12 @@ class Config:
     early_stop_after: int = _option(
         0, "The --early-stop rule ends episodes only after this many steps"
     )
+    reward_shift: float = _option(
+        0.0,
+        "Subtract this from every step's reward in the population's episodes only (not in "
+        "evaluations): ARS's shift, pgpelib's decrease_rewards_by, removing an alive bonus that "
+        "makes standing still a local optimum",
+    )
     ignore_terminated: bool = _option(
         False,
         "Go on after the environment says an episode terminated (the time limit and --early-stop "

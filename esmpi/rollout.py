@@ -61,22 +61,27 @@ class EpisodeRules:
     """burn_in zero-action steps first (rewards not counted); stop after more than early_stop
     consecutive negative scores once more than early_stop_after steps are done (0: never); go on
     after the environment's `terminated` when ignore_terminated; score each step by its reward
-    ('return') or by the PyBullet progress term ('progress')."""
+    ('return') or by the PyBullet progress term ('progress'), minus reward_shift in the total
+    (training episodes only; early stop looks at the unshifted score)."""
 
     burn_in: int = 0
     early_stop: int = 0
     early_stop_after: int = 0
     fitness: str = "return"
     ignore_terminated: bool = False
+    reward_shift: float = 0.0
 
     @classmethod
-    def from_config(cls, config) -> EpisodeRules:
+    def from_config(cls, config, training: bool = False) -> EpisodeRules:
+        """The rules of `config`'s episodes: with its reward shift for `training` episodes (the
+        population's), without it for evaluations."""
         return cls(
             config.burn_in,
             config.early_stop,
             config.early_stop_after,
             config.fitness,
             config.ignore_terminated,
+            config.reward_shift if training else 0.0,
         )
 
 
@@ -127,10 +132,11 @@ def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tup
         terms = progress_terms(env) if rules.fitness == "progress" else None
         total, negative_run = 0.0, 0
         patience, after = rules.early_stop or horizon + 1, rules.early_stop_after
+        shift = rules.reward_shift
         for steps in range(rules.burn_in + 1, horizon + 1):
             obs, reward, terminated, truncated, _ = step(act(obs, theta))
             score = float(reward if terms is None else terms.rewards[PROGRESS_TERM])
-            total += score
+            total += score - shift
             if not isfinite(total):
                 raise _reward_failure(score, steps)
             negative_run = negative_run + 1 if score < 0 else 0

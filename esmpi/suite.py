@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from esmpi import checkpoint, presets
-from esmpi.config import Config, UsageError, load_toml
+from esmpi.config import Config, UsageError, from_toml, load_toml
 
 _ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
 
@@ -48,6 +48,12 @@ class Row:
     total_steps: int
     label: str
     options: dict = field(default_factory=dict)
+
+    def config(self, seed: int, folder: str) -> Config:
+        """What `esmpi train` resolves the run's options to (presets included)."""
+        values = {**self.options, "env": self.env, "strategy": self.strategy, "seed": seed}
+        values.update(total_steps=self.total_steps, folder=folder, run_name=self.run_name(seed))
+        return presets.resolve(values)[0]
 
     def run_name(self, seed: int) -> str:
         return f"{self.env.replace('/', '-')}__{self.strategy}__{self.label}__{seed}"
@@ -138,6 +144,15 @@ def load(path: str) -> Suite:
     return Suite(path, folder, int(document.get("threads", 2)), tuple(rows))
 
 
+def only(suite: Suite, envs: list[str]) -> Suite:
+    """`suite` with the rows of these environments alone."""
+    unknown = sorted(set(envs) - {row.env for row in suite.rows})
+    if unknown:
+        raise UsageError(f"{suite.path} has no runs of {', '.join(unknown)}.")
+    rows = tuple(row for row in suite.rows if row.env in envs)
+    return Suite(suite.path, suite.folder, suite.threads, rows)
+
+
 def finished(run_folder: str) -> bool:
     """Whether the run folder holds a run at its end with its final evaluation."""
     path = os.path.join(run_folder, checkpoint.FILENAME)
@@ -147,8 +162,38 @@ def finished(run_folder: str) -> bool:
     return state.final is not None and state.final.generation == state.generation
 
 
+def check_current(suite: Suite) -> None:
+    """UsageError if a run folder holds a run made with other settings than its row gives today
+    (a preset or a default changed since): its numbers would not be the row's."""
+    for row, seed, folder in suite.runs():
+        path = os.path.join(folder, checkpoint.FILENAME)
+        if not os.path.exists(path):
+            continue
+        stored = from_toml(checkpoint.load(path).config_toml)
+        wanted = row.config(seed, suite.folder)
+        changed = [
+            name
+            for name in sorted(vars(wanted))
+            if name not in _NOT_COMPARED and getattr(stored, name) != getattr(wanted, name)
+        ]
+        if changed:
+            shown = ", ".join(
+                f"{name} {getattr(stored, name)!r} (now {getattr(wanted, name)!r})"
+                for name in changed
+            )
+            raise UsageError(
+                f"{folder} was trained with other settings than its row gives today: {shown}; "
+                "move it away to train it again."
+            )
+
+
+# Settings that do not change what a run computes (RESUMABLE_CHANGES and where it is written).
+_NOT_COMPARED = ("folder", "run_name", "generations", "print_every", "check_every")
+
+
 def run_here(suite: Suite, threads: int | None = None) -> int:
     """Train every run of `suite` that is not finished, one after another; return how many ran."""
+    check_current(suite)
     threads = threads or suite.threads
     esmpi = [sys.executable, "-m", "esmpi", "train"]
     ran = 0
@@ -179,6 +224,7 @@ def task_list(suite: Suite) -> list[str]:
 def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
     """Submit the unfinished runs as one Slurm array of jobs/sweep.sbatch tasks; return sbatch's
     output (the job id)."""
+    check_current(suite)
     lines = task_list(suite)
     if not lines:
         return "nothing to submit: every run of the suite is finished"
@@ -211,6 +257,7 @@ class RowResult:
 
 
 def results(suite: Suite) -> list[RowResult]:
+    check_current(suite)
     found = []
     for row in suite.rows:
         finals, steps, walls, ranks, missing = [], [], [], 0, []
@@ -245,7 +292,7 @@ def markdown_table(suite: Suite) -> str:
     ]
     for result in results(suite):
         row = result.row
-        options = " ".join(f"{k}={_flag_value(v)}" for k, v in row.options.items()) or "defaults"
+        options = " ".join(f"{k}={_flag_value(v)}" for k, v in row.options.items()) or "none"
         if result.finals.size:
             finals = result.finals
             score = f"{finals.mean():.1f} [{finals.min():.1f}, {finals.max():.1f}]"

@@ -206,13 +206,14 @@ def run_generation(
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
     member = cache_aligned_zeros(n_params)
     scales = population.signed_scales()
-    rules = EpisodeRules.from_config(config)
+    rules = EpisodeRules.from_config(config, training=True)
+    evaluation_rules = EpisodeRules.from_config(config)
     failures = {}
     started = time.perf_counter()
     for task in counter.tasks(all_tasks):
         row = table_rows[task]
         if task >= tasks:  # an evaluation episode of the unperturbed policy
-            failed = play(environment, actor, theta, seeds[task], rules, row, 0)
+            failed = play(environment, actor, theta, seeds[task], evaluation_rules, row, 0)
             if failed:
                 failures[task, 0] = failed
             continue

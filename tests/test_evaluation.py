@@ -99,3 +99,24 @@ def test_a_resumed_run_is_evaluated_again_at_its_new_end_and_stays_exact(runs):
     assert np.array_equal(
         read_theta(runs / "resumed" / "checkpoint.h5"), read_theta(runs / "whole" / "checkpoint.h5")
     )
+
+
+def test_the_reward_shift_applies_to_the_populations_episodes_alone(runs):
+    """CartPole pays 1 a step: shifted by 1, every member scores 0, while the evaluation episodes
+    and the final evaluation report the true return; 1 and 2 ranks agree bit for bit."""
+    cartpole = ["--env", "CartPole-v1", "--popsize", "8", "--hidden", "8", *SMALL_TABLE]
+    for ranks in (1, 2):
+        checked(
+            esmpi(
+                *("train", *cartpole, "--generations", "3", "--reward-shift", "1"),
+                *("--final-episodes", "2", "--folder", str(runs), "--run-name", f"shift{ranks}"),
+                ranks=ranks,
+            )
+        )
+    found = stored(runs / "shift2")
+    history = found["history"]
+    assert (history["return_mean"] == 0).all() and (history["return_max"] == 0).all()
+    assert (history["eval_return"] >= 8).all()  # CartPole lasts at least 8 steps
+    assert found["final"]["returns"].min() >= 8
+    theta = read_theta(runs / "shift1" / "checkpoint.h5")
+    assert np.array_equal(theta, read_theta(runs / "shift2" / "checkpoint.h5"))

@@ -78,3 +78,7 @@ def test_a_suite_runs_here_once_and_its_table_reports_the_final_evaluations(tmp_
     assert f"| {mean:.1f} [{min(finals):.1f}, {max(finals):.1f}] |" in ars, ars
     assert "--strategy ars --seed $seed --total-steps 20000" in ars
     assert figure.stat().st_size > 10_000
+    # The labelled row's options change: its run is no longer the row's, and the suite says so.
+    path.write_text(path.read_text().replace("popsize = 8,", "popsize = 10,"))
+    stale = esmpi("suite", "table", str(path))
+    assert stale.returncode == 2 and "popsize 8 (now 10)" in stale.stderr, stale.stderr

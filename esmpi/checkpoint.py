@@ -89,6 +89,13 @@ HISTORY_COLUMNS = (
         "episodes of this generation with a NaN or inf observation",
     ),
     ("failed_raised", "i8", "episodes", "episodes of this generation whose reset or step raised"),
+    (
+        "next_episode_cap",
+        "i8",
+        "steps",
+        "--episode-cap: the cap on the next generation's population episodes, after this "
+        "generation's raise (0: no adaptive cap)",
+    ),
 )
 HISTORY_DTYPE = np.dtype([(name, kind) for name, kind, _, _ in HISTORY_COLUMNS])
 # The counts of failed episodes, one column per kind (rollout.FAILURE_KINDS, in order).

@@ -74,6 +74,15 @@ class Config:
     early_stop_after: int = _option(
         0, "The --early-stop rule ends episodes only after this many steps"
     )
+    episode_cap: int = _option(
+        0,
+        "Adaptive episode cap (the OpenAI ES starter's adaptive time limit): the population's "
+        "episodes start capped at EPISODE_CAP steps, and the cap grows by --cap-raise after each "
+        "generation in which at least --cap-share of them reached it, up to the episode horizon; "
+        "evaluation episodes are never capped; 0: off",
+    )
+    cap_share: float = _option(0.2, "--episode-cap: the share of capped episodes that raises it")
+    cap_raise: float = _option(1.2, "--episode-cap: the factor it grows by (above 1)")
     reward_shift: float = _option(
         0.0,
         "Subtract this from every step's reward in the population's episodes only (not in "
@@ -291,6 +300,11 @@ def validate(config: Config) -> Config:
     for name in ("lr_decay", "sigma_decay"):
         if not 0 < getattr(config, name) <= 1:
             raise UsageError(f"--{_flag(name)} must be in (0, 1]; got {getattr(config, name)}.")
+    if config.episode_cap < 0 or not 0 < config.cap_share <= 1 or not config.cap_raise > 1:
+        raise UsageError(
+            "--episode-cap must be 0 (off) or positive, --cap-share in (0, 1] and --cap-raise "
+            "above 1."
+        )
     if not 0 <= config.max_failed_share <= 1:
         raise UsageError(f"--max-failed-share must be in [0, 1]; got {config.max_failed_share}.")
     if config.weight_decay < 0 or config.obs_clip <= 0:

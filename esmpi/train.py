@@ -98,6 +98,15 @@ class Run:
             budget and self.timesteps >= budget
         )
 
+    def episode_cap(self, horizon: int) -> int:
+        """Steps the population's episodes may last in the next generation: `horizon`, or the
+        adaptive cap (--episode-cap) where it is on."""
+        start = self.config.episode_cap
+        if not start:
+            return horizon
+        stored = int(self.history[-1]["next_episode_cap"]) if self.history else 0
+        return min(stored or start, horizon)
+
     @property
     def done_share(self) -> float:
         """How much of the run is done: of its generations or of its step budget, the larger."""
@@ -208,19 +217,30 @@ def run_generation(
     scales = population.signed_scales()
     rules = EpisodeRules.from_config(config, training=True)
     evaluation_rules = EpisodeRules.from_config(config)
+    uncapped = environment.horizon
+    cap = run.episode_cap(uncapped)
     failures = {}
     started = time.perf_counter()
     for task in counter.tasks(all_tasks):
         row = table_rows[task]
         if task >= tasks:  # an evaluation episode of the unperturbed policy
-            failed = play(environment, actor, theta, seeds[task], evaluation_rules, row, 0)
+            failed = play(
+                environment,
+                actor,
+                theta,
+                seeds[task],
+                evaluation_rules,
+                row,
+                0,
+                environment.horizon,
+            )
             if failed:
                 failures[task, 0] = failed
             continue
         eps = table[offsets[task] : offsets[task] + n_params]
         for j, sign in enumerate(population.signs):
             perturbed(theta, eps, scales[sign], member)
-            failed = play(environment, actor, member, seeds[task], rules, row, j)
+            failed = play(environment, actor, member, seeds[task], rules, row, j, cap)
             if failed:
                 failures[task, j] = failed
             elif n_obs_columns:  # a failed member's observations never enter the statistics
@@ -243,14 +263,16 @@ def play(
     rules: EpisodeRules,
     row: np.ndarray,
     j: int,
+    horizon: int,
 ) -> EpisodeFailed | None:
-    """One episode of `theta` into the j-th member's columns of `row`, its observations summed
+    """One episode of `theta`, at most `horizon` steps, into the j-th member's columns of `row`,
+    its observations summed
     in actor.obs_sums. A failed episode has return NaN (strategies rank it worst) and its failure
     code, and has the environment made again if it raised."""
     actor.obs_sums[:] = 0.0
     try:
         row[RETURN + j], row[LENGTH + j] = run_episode(
-            environment.stepped, actor, theta, seed, environment.horizon, rules
+            environment.stepped, actor, theta, seed, horizon, rules
         )
         return None
     except EpisodeFailed as error:
@@ -275,7 +297,16 @@ def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None
         theta, obs_norm = candidates[task // episodes]
         if normalising(run.spec, config):
             actor.set_normalisation(obs_norm.mean, obs_norm.std)
-        play(environment, actor, theta, seeds[task % episodes], rules, rows[task], 0)
+        play(
+            environment,
+            actor,
+            theta,
+            seeds[task % episodes],
+            rules,
+            rows[task],
+            0,
+            environment.horizon,
+        )
     parallel.sum_records(comm, rows)
     returns = rows[:, RETURN].reshape(2, episodes)
     lengths = rows[:, LENGTH].astype(np.int64).reshape(2, episodes)
@@ -339,10 +370,11 @@ def advance(
     table,
     seconds: float,
     checkpoint_s: float,
+    horizon: int,
 ) -> None:
     """Apply one generation's results to `run` (identically on every rank, but for the timings in
     the history row: `seconds` since the generation started and `checkpoint_s` spent writing the
-    previous checkpoint, as this rank measured them)."""
+    previous checkpoint, as this rank measured them). `horizon` bounds the adaptive cap."""
     update_started = time.perf_counter()
     config, tasks, width = run.config, population.offsets.size, len(population.signs)
     returns = table_rows[:tasks, RETURN : RETURN + width]
@@ -378,7 +410,19 @@ def advance(
     row["update_s"], row["checkpoint_s"] = update_s, checkpoint_s
     for kind, count in zip(FAILURE_KINDS, failure_counts(table_rows, all_tasks), strict=True):
         row[f"failed_{kind}"] = count
+    if config.episode_cap:
+        row["next_episode_cap"] = next_episode_cap(run, lengths, horizon)
     run.history.append(row)
+
+
+def next_episode_cap(run: Run, lengths: np.ndarray, horizon: int) -> int:
+    """The adaptive cap after a generation whose population episodes had `lengths`: raised by
+    --cap-raise (by one step at least) when at least --cap-share of them reached it (Salimans et
+    al.'s starter code), never above `horizon`."""
+    cap, config = run.episode_cap(horizon), run.config
+    if (lengths >= cap).mean() < config.cap_share:
+        return cap
+    return min(max(cap + 1, int(config.cap_raise * cap)), horizon)
 
 
 def progress_line(run: Run) -> str:
@@ -530,7 +574,8 @@ class Trainer:
         failed = int(failure_counts(table_rows, all_tasks).sum())
         if failed > run.config.max_failed_share * (population.size + run.config.eval_episodes):
             self.stop_for_failures(population, table_rows, failures)
-        advance(run, population, table_rows, self.table, seconds, self.checkpoint_s)
+        horizon = self.environment.horizon
+        advance(run, population, table_rows, self.table, seconds, self.checkpoint_s, horizon)
         self.checkpoint_s = 0.0
         if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
             comm, run.state.theta

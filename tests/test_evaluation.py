@@ -120,3 +120,24 @@ def test_the_reward_shift_applies_to_the_populations_episodes_alone(runs):
     assert found["final"]["returns"].min() >= 8
     theta = read_theta(runs / "shift1" / "checkpoint.h5")
     assert np.array_equal(theta, read_theta(runs / "shift2" / "checkpoint.h5"))
+
+
+def test_the_adaptive_episode_cap_grows_when_episodes_reach_it_and_resumes_exactly(runs):
+    """Pendulum never ends before its 60-step limit here: every member reaches the cap, so it
+    doubles each generation from 10 up to the limit; evaluation episodes are never capped. 1 and
+    2 ranks, and 3 generations plus a resume to 5, give the same bits."""
+    cap = ("--episode-cap", "10", "--cap-share", "0.5", "--cap-raise", "2")
+    common = (*cap, "--final-episodes", "0")
+    train(runs, "one", "--generations", "5", *common, ranks=1)
+    train(runs, "two", "--generations", "5", *common)
+    train(runs, "half", "--generations", "3", *common)
+    train(runs, "half", "--generations", "5", *common, "--resume", str(runs / "half"))
+    history = stored(runs / "two")["history"]
+    assert history["next_episode_cap"].tolist() == [20, 40, 60, 60, 60]
+    caps = [10, 20, 40, 60, 60]
+    assert np.diff(history["timesteps"], prepend=0).tolist() == [8 * c + 60 for c in caps]
+    for name in ("one", "half"):
+        assert np.array_equal(
+            read_theta(runs / name / "checkpoint.h5"), read_theta(runs / "two" / "checkpoint.h5")
+        )
+        assert stored(runs / name)["history"]["next_episode_cap"].tolist() == [20, 40, 60, 60, 60]

@@ -144,6 +144,11 @@ class FinalEvaluation:
         return float(self.returns[0].mean()), float(self.returns[1].mean())
 
 
+def final_at(final: FinalEvaluation | None, generation: int) -> FinalEvaluation | None:
+    """`final` if it evaluated the run at `generation` (a resumed run's is from an earlier end)."""
+    return final if final is not None and final.generation == generation else None
+
+
 @functools.cache  # reading the packages' metadata took ~15 ms, half of a checkpoint write
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version

@@ -290,7 +290,7 @@ class RankEnvironment:
     the same episodes."""
 
     def __init__(self, config, quiet: bool = False):
-        self.config, self.quiet = config, quiet
+        self.config = config
         self.made, self.stepped, self.horizon = make_for_rollouts(config, quiet=quiet)
 
     def first_reset(self) -> None:

@@ -129,8 +129,8 @@ def summarise(path: str) -> RunSummary:
 
 def _final_columns(state: checkpoint.Checkpoint) -> dict:
     """The end-of-run evaluation, when it describes the checkpoint's generation."""
-    final = state.final
-    if final is None or final.generation != state.generation:
+    final = checkpoint.final_at(state.final, state.generation)
+    if final is None:
         return {"final_eval": np.nan, "final_best_eval": np.nan, "final_episodes": 0}
     theta_mean, best_mean = final.means
     return {

@@ -58,25 +58,23 @@ class Row:
     def run_name(self, seed: int) -> str:
         return f"{self.env.replace('/', '-')}__{self.strategy}__{self.label}__{seed}"
 
-    def train_arguments(self, seed: int, folder: str) -> list[str]:
-        """The `esmpi train` options of one run (without --threads)."""
-        arguments = ["--env", self.env, "--strategy", self.strategy, "--seed", str(seed)]
+    def arguments(self, seed: str) -> list[str]:
+        """The row's `esmpi train` options for `seed` (a number, or a shell variable)."""
+        arguments = ["--env", self.env, "--strategy", self.strategy, "--seed", seed]
         arguments += ["--total-steps", str(self.total_steps)]
         for name, value in self.options.items():
             arguments += [f"--{name.replace('_', '-')}", _flag_value(value)]
-        return [*arguments, "--folder", folder, "--run-name", self.run_name(seed)]
+        return arguments
+
+    def train_arguments(self, seed: int, folder: str) -> list[str]:
+        """The `esmpi train` options of one run (without --threads)."""
+        return [*self.arguments(str(seed)), "--folder", folder, "--run-name", self.run_name(seed)]
 
     def command(self, threads: int) -> str:
         """The command that reproduces the row's runs, seeds as a shell loop."""
-        options = "".join(
-            f" --{name.replace('_', '-')} {shlex.quote(_flag_value(value))}"
-            for name, value in self.options.items()
-        )
+        shown = (a if a == "$seed" else shlex.quote(a) for a in self.arguments("$seed"))
         seeds = " ".join(map(str, self.seeds))
-        return (
-            f"for seed in {seeds}; do esmpi train --env {self.env} --strategy {self.strategy} "
-            f"--seed $seed --total-steps {self.total_steps:g}{options} --threads {threads}; done"
-        )
+        return f"for seed in {seeds}; do esmpi train {' '.join(shown)} --threads {threads}; done"
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,7 @@ def load(path: str) -> Suite:
     entries = document.get("runs")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path} lists no [[runs]].")
+    folder = str(document.get("folder", "runs/suite"))
     rows = []
     for number, entry in enumerate(entries, 1):
         unknown = sorted(set(entry) - _ENTRY_KEYS)
@@ -128,19 +127,16 @@ def load(path: str) -> Suite:
         options = dict(entry.get("options", {}))
         strategies = entry.get("strategy", Config().strategy)
         for strategy in [strategies] if isinstance(strategies, str) else strategies:
-            values = {**options, "env": entry["env"], "strategy": strategy}
-            presets.resolve({**values, "total_steps": entry["total_steps"]})  # UsageError if wrong
-            rows.append(
-                Row(
-                    env=entry["env"],
-                    strategy=strategy,
-                    seeds=tuple(int(seed) for seed in entry.get("seeds", (0, 1, 2))),
-                    total_steps=int(entry["total_steps"]),
-                    label=str(entry.get("label") or _digest(options)),
-                    options=options,
-                )
+            row = Row(
+                env=entry["env"],
+                strategy=strategy,
+                seeds=tuple(int(seed) for seed in entry.get("seeds", (0, 1, 2))),
+                total_steps=int(entry["total_steps"]),
+                label=str(entry.get("label") or _digest(options)),
+                options=options,
             )
-    folder = str(document.get("folder", "runs/suite"))
+            row.config(row.seeds[0], folder)  # UsageError for options `esmpi train` refuses
+            rows.append(row)
     return Suite(path, folder, int(document.get("threads", 2)), tuple(rows))
 
 
@@ -153,13 +149,17 @@ def only(suite: Suite, envs: list[str]) -> Suite:
     return Suite(suite.path, suite.folder, suite.threads, rows)
 
 
-def finished(run_folder: str) -> bool:
-    """Whether the run folder holds a run at its end with its final evaluation."""
+def finished_state(run_folder: str) -> checkpoint.Checkpoint | None:
+    """The run folder's checkpoint if it holds a run at its end with its final evaluation."""
     path = os.path.join(run_folder, checkpoint.FILENAME)
     if not os.path.exists(path):
-        return False
+        return None
     state = checkpoint.load(path)
-    return state.final is not None and state.final.generation == state.generation
+    return state if checkpoint.final_at(state.final, state.generation) else None
+
+
+def finished(run_folder: str) -> bool:
+    return finished_state(run_folder) is not None
 
 
 def check_current(suite: Suite) -> None:
@@ -262,12 +262,10 @@ def results(suite: Suite) -> list[RowResult]:
     for row in suite.rows:
         finals, steps, walls, ranks, missing = [], [], [], 0, []
         for seed in row.seeds:
-            folder = os.path.join(suite.folder, row.run_name(seed))
-            if not finished(folder):
+            state = finished_state(os.path.join(suite.folder, row.run_name(seed)))
+            if state is None or state.final is None:
                 missing.append(seed)
                 continue
-            state = checkpoint.load(os.path.join(folder, checkpoint.FILENAME))
-            assert state.final is not None
             finals.append(state.final.means[0])
             steps.append(int(state.history[-1]["timesteps"]))
             walls.append(float(state.history[-1]["wall_s"]))

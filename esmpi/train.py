@@ -225,14 +225,7 @@ def run_generation(
         row = table_rows[task]
         if task >= tasks:  # an evaluation episode of the unperturbed policy
             failed = play(
-                environment,
-                actor,
-                theta,
-                seeds[task],
-                evaluation_rules,
-                row,
-                0,
-                environment.horizon,
+                environment, actor, theta, seeds[task], evaluation_rules, row, 0, uncapped
             )
             if failed:
                 failures[task, 0] = failed
@@ -266,9 +259,8 @@ def play(
     horizon: int,
 ) -> EpisodeFailed | None:
     """One episode of `theta`, at most `horizon` steps, into the j-th member's columns of `row`,
-    its observations summed
-    in actor.obs_sums. A failed episode has return NaN (strategies rank it worst) and its failure
-    code, and has the environment made again if it raised."""
+    its observations summed in actor.obs_sums. A failed episode has return NaN (strategies rank
+    it worst) and its failure code, and has the environment made again if it raised."""
     actor.obs_sums[:] = 0.0
     try:
         row[RETURN + j], row[LENGTH + j] = run_episode(
@@ -297,16 +289,8 @@ def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None
         theta, obs_norm = candidates[task // episodes]
         if normalising(run.spec, config):
             actor.set_normalisation(obs_norm.mean, obs_norm.std)
-        play(
-            environment,
-            actor,
-            theta,
-            seeds[task % episodes],
-            rules,
-            rows[task],
-            0,
-            environment.horizon,
-        )
+        seed, horizon = seeds[task % episodes], environment.horizon
+        play(environment, actor, theta, seed, rules, rows[task], 0, horizon)
     parallel.sum_records(comm, rows)
     returns = rows[:, RETURN].reshape(2, episodes)
     lengths = rows[:, LENGTH].astype(np.int64).reshape(2, episodes)
@@ -315,10 +299,10 @@ def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None
 
 def needs_final_evaluation(run: Run) -> bool:
     """Whether a finished run has yet to be evaluated at its end (as configured now)."""
-    final, episodes = run.final, run.config.final_episodes
+    final, episodes = checkpoint.final_at(run.final, run.generation), run.config.final_episodes
     if not (run.finished and episodes and run.generation):
         return False
-    return final is None or final.generation != run.generation or final.seeds.size != episodes
+    return final is None or final.seeds.size != episodes
 
 
 def failure_counts(table_rows: np.ndarray, all_tasks: int) -> np.ndarray:
@@ -334,7 +318,7 @@ def failures_message(
     (its member and episode seed, and what the environment did) and the command replaying it."""
     tasks, n_eval = population.offsets.size, run.config.eval_episodes
     counts = failure_counts(table_rows, tasks + n_eval)
-    kinds = ", ".join(f"{n} {kind}" for kind, n in zip(FAILURE_KINDS, counts, strict=True) if n)
+    kinds = counted_kinds(counts)
     task, j = min(seen)
     seed = int(noise.episode_seeds(run.config.seed, run.generation, tasks + n_eval)[task])
     folder = os.path.dirname(path) or "."
@@ -444,11 +428,13 @@ def progress_line(run: Run) -> str:
 
 def failed_note(row) -> str:
     """' | 3 failed (2 reward, 1 raised)' for a history row with failed episodes, else ''."""
-    counts = [(kind, int(row[f"failed_{kind}"])) for kind in FAILURE_KINDS]
-    total = sum(n for _, n in counts)
-    if not total:
-        return ""
-    return f" | {total} failed ({', '.join(f'{n} {kind}' for kind, n in counts if n)})"
+    counts = [int(row[f"failed_{kind}"]) for kind in FAILURE_KINDS]
+    return f" | {sum(counts)} failed ({counted_kinds(counts)})" if sum(counts) else ""
+
+
+def counted_kinds(counts) -> str:
+    """'2 reward, 1 raised': failed episodes by kind (FAILURE_KINDS order), the kinds present."""
+    return ", ".join(f"{n} {kind}" for kind, n in zip(FAILURE_KINDS, counts, strict=True) if n)
 
 
 def final_summary(run: Run, path: str, n_ranks: int) -> str:
@@ -457,10 +443,10 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
 
     best_return, best_generation = run.best[0], run.best[1]
     last = run.history[-1]
-    final = ""
-    if run.final is not None and run.final.generation == run.generation:
-        theta_mean, best_mean = run.final.means
-        returns = run.final.returns[0]
+    final, evaluated = "", checkpoint.final_at(run.final, run.generation)
+    if evaluated is not None:
+        theta_mean, best_mean = evaluated.means
+        returns = evaluated.returns[0]
         final = (
             f"\n  final eval   theta {theta_mean:.2f} (std {returns.std():.2f}, min "
             f"{returns.min():.2f}, max {returns.max():.2f}), best/theta {best_mean:.2f}, over "

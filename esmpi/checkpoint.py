@@ -52,6 +52,13 @@ HISTORY_COLUMNS = (
     ("generation", "i8", "1", "generations completed, counting this one"),
     ("timesteps", "i8", "steps", "environment steps taken since the run started"),
     ("episodes", "i8", "episodes", "episodes run since the run started"),
+    (
+        "members",
+        "i8",
+        "members",
+        "population members evaluated in this generation (above --popsize where it grew: "
+        "--population-steps; 0 in runs older than this column)",
+    ),
     ("return_mean", "f8", "return", "mean episode return of this generation's population"),
     ("return_std", "f8", "return", "standard deviation of the population's returns"),
     ("return_min", "f8", "return", "lowest return in the population"),

@@ -123,6 +123,17 @@ class Config:
         "Also end the run after the generation in which its environment steps (all episodes, "
         "counted from the start of the run) reach TOTAL_STEPS; 0: --generations alone ends it",
     )
+    population_steps: int = _option(
+        0,
+        "Grow the population within a generation (EvoTorch's num_interactions): after the "
+        "--popsize members, add rounds of --popsize new members until the population's episodes "
+        "have taken this many environment steps or --popsize-max members ran; 0: a fixed "
+        "population. openai-es, pgpe, snes, ars",
+    )
+    popsize_max: int = _option(
+        0,
+        "With --population-steps: the most members a generation grows to; 0 gives 8 x --popsize",
+    )
     optimizer: str = _option(
         "adam",
         "openai-es, pgpe: 'adam' (Salimans et al.), 'sgd' (with --momentum) or 'clipup' "
@@ -279,9 +290,24 @@ def _flag(name: str) -> str:
 
 def validate(config: Config) -> Config:
     """Raise UsageError with one clear sentence for the first invalid setting."""
-    for name in ("popsize", "top_directions", "max_speed", "stdev_lr", "total_steps"):
+    for name in (
+        "popsize",
+        "top_directions",
+        "max_speed",
+        "stdev_lr",
+        "total_steps",
+        "population_steps",
+        "popsize_max",
+    ):
         if getattr(config, name) < 0:
             raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+    if config.popsize_max and not config.population_steps:
+        raise UsageError("--popsize-max bounds a growing population; give --population-steps too.")
+    if config.popsize_max and config.popsize_max < config.popsize:
+        raise UsageError(
+            f"--popsize-max {config.popsize_max} is below --popsize {config.popsize}; a growing "
+            "population starts at --popsize."
+        )
     if not 0 <= config.momentum < 1 or not config.stdev_max_change > 0:
         raise UsageError("--momentum must be in [0, 1) and --stdev-max-change positive.")
     for name in ("sigma", "lr"):

@@ -2,7 +2,8 @@
 
 Every rank holds (or shares, per node) the same table of standard-normal float32 numbers, built
 from the run seed. A population member is the slice table[offset : offset + n_params]; its offset
-and its episode seed are functions of (seed, generation, pair), so every rank knows them without
+and its episode seed are functions of (seed, generation, pair) (and the round of a
+growing population), so every rank knows them without
 being told, and results do not depend on which rank ran which member.
 """
 
@@ -46,19 +47,30 @@ def table_slice(table_size: int, seed: int, offset: int, length: int) -> np.ndar
     return blocks[start : start + length]
 
 
-def noise_offsets(seed: int, generation: int, pairs: int, n_params: int, table_size: int):
-    """Start of each pair's noise slice in generation `generation` (int64, one per pair)."""
+def noise_offsets(
+    seed: int, generation: int, pairs: int, n_params: int, table_size: int, round_: int = 0
+):
+    """Start of each pair's noise slice in generation `generation` (int64, one per pair); round
+    r > 0 holds the members a growing population adds (--population-steps)."""
     if n_params > table_size:
         raise ValueError(f"the policy has {n_params} parameters, more than the noise table holds")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _OFFSET_TAG, generation]))
+    rng = np.random.default_rng(np.random.SeedSequence(_key(seed, _OFFSET_TAG, generation, round_)))
     return rng.integers(0, table_size - n_params + 1, size=pairs, dtype=np.int64)
 
 
-def episode_seeds(seed: int, generation: int, count: int) -> np.ndarray:
+def episode_seeds(seed: int, generation: int, count: int, round_: int = 0) -> np.ndarray:
     """Environment reset seeds for generation `generation`: one per pair (both members of a pair
-    see the same episode: common random numbers) and a last one for the evaluation episode."""
-    state = np.random.SeedSequence([seed, _EPISODE_TAG, generation]).generate_state(count)
+    see the same episode: common random numbers), then those of the evaluation episodes; round
+    r > 0 holds those of the pairs a growing population adds."""
+    key = _key(seed, _EPISODE_TAG, generation, round_)
+    state = np.random.SeedSequence(key).generate_state(count)
     return state.astype(np.int64) & 0x7FFFFFFF
+
+
+def _key(seed: int, tag: int, generation: int, round_: int) -> list[int]:
+    """The entropy of a generation's draws; round 0 keeps the key of a population that never
+    grows, so that --population-steps leaves the first round's members as they were."""
+    return [seed, tag, generation] + ([round_] if round_ else [])
 
 
 def final_seeds(seed: int, count: int) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Per-environment presets: the settings the environments users train on need, as data.
 
 A preset is picked by the environment id (an exact id first, then the first matching
-`fnmatch` pattern) and sets Config fields; the TOML file and the command line override any of
-them. Resolution order: dataclass defaults < the strategy's defaults < preset < TOML file <
-command line. A preset's search hyperparameters (SEARCH_SETTINGS) were measured with OpenAI-ES and
-apply to it alone; the other strategies keep their own defaults. The checkpoint stores the fully
+`fnmatch` pattern) and sets Config fields, the strategy among them where one is clearly better
+for the environment; the TOML file and the command line override any of them. Resolution order:
+dataclass defaults < the strategy's defaults < preset < TOML file < command line. A preset's
+search hyperparameters (SEARCH_SETTINGS) apply to the strategies it was measured with
+(`Preset.strategies`, OpenAI-ES where it names none); the other strategies keep their own
+defaults. The checkpoint stores the fully
 resolved config, so a resumed run does not depend on this table.
 
 Old ids of an environment map to today's with a printed note (`ALIASES`).
@@ -19,7 +21,8 @@ from typing import Any
 from esmpi import strategies
 from esmpi.config import Config, from_mapping
 
-# Preset values that tune OpenAI-ES: another strategy keeps its own defaults for them.
+# Preset values that tune the search: a strategy the preset was not measured with keeps its own
+# defaults for them.
 SEARCH_SETTINGS = ("popsize", "sigma", "lr", "optimizer")
 
 
@@ -88,6 +91,23 @@ PRESETS = (
         strategies=("openai-es",),
     ),
     Preset(
+        "Hopper-v5",
+        dict(
+            strategy="ars",
+            popsize=16,
+            top_directions=4,
+            lr=0.01,
+            sigma=0.025,
+            reward_shift=1.0,
+        ),
+        "Gymnasium's MuJoCo Hopper: ARS V2-t with the paper's Hopper settings (a linear policy "
+        "on normalised observations, N = 8 directions, the best b = 4 kept, step 0.01, noise "
+        "0.025) and its shift of 1 a step in training, which removes the alive bonus that makes "
+        "standing still a local optimum",
+        "EVIDENCE",
+        strategies=("ars",),
+    ),
+    Preset(
         "InvertedPendulum-v5",
         dict(popsize=16),
         "Gymnasium's MuJoCo InvertedPendulum: popsize 16, four times the updates of 64 in the "
@@ -142,6 +162,14 @@ def preset_for(env_id: str) -> Preset | None:
     return None
 
 
+def default_strategy(env_id: str) -> str:
+    """The strategy `esmpi train --env ENV_ID` runs without --strategy: its preset's, if it sets
+    one, else OpenAI-ES."""
+    preset = preset_for(ALIASES.get(env_id, env_id))
+    default = str(Config.__dataclass_fields__["strategy"].default)
+    return str(preset.values.get("strategy", default)) if preset else default
+
+
 def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     """The Config for `values` (TOML and command-line options, the latter already on top) with
     the environment's preset beneath them; and the notes to print (alias used, preset applied)."""
@@ -150,10 +178,10 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     if env_id in ALIASES:
         notes.append(f"{env_id} is now {ALIASES[env_id]} in Gymnasium; training that")
         env_id = ALIASES[env_id]
-    name = values.get("strategy", Config.__dataclass_fields__["strategy"].default)
+    preset = preset_for(env_id)
+    name = values.get("strategy", default_strategy(env_id))
     strategy = strategies.get(name)
     strategies.check_options(name, values)
-    preset = preset_for(env_id)
     base = {}
     if preset is not None and preset.strategies and name not in preset.strategies:
         notes.append(
@@ -161,10 +189,11 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
             f"{name} keeps its own defaults there"
         )
     elif preset is not None:
+        tuned = preset.strategies or ("openai-es",)
         base = {
             option: value
             for option, value in preset.values.items()
-            if option not in values and (name == "openai-es" or option not in SEARCH_SETTINGS)
+            if option not in values and (name in tuned or option not in SEARCH_SETTINGS)
         }
         if base:
             notes.append(

@@ -35,6 +35,7 @@ SCALARS = {
     "return/population_std": "return_std",
     "search/sigma": "sigma",
     "search/lr": "lr",
+    "search/members": "members",
     "speed/steps_per_s": "steps_per_s",
     "episodes/failed": FAILED_COLUMNS,
     "episodes/failed_reward": "failed_reward",

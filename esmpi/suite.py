@@ -7,7 +7,8 @@ figure of learning curves over environment steps. The README's results tables co
 
     [[runs]]
     env = "HalfCheetah-v5"
-    strategy = ["openai-es", "pgpe"]   # one name or a list: one row each
+    strategy = ["openai-es", "pgpe"]   # one name or a list: one row each (default: the env's
+                                       # preset's strategy, else openai-es)
     seeds = [0, 1, 2]
     total_steps = 5_000_000
     label = "paper"                # optional: names the row's runs (default: the options' digest)
@@ -125,7 +126,7 @@ def load(path: str) -> Suite:
                 f"got {', '.join(sorted(entry))}."
             )
         options = dict(entry.get("options", {}))
-        strategies = entry.get("strategy", Config().strategy)
+        strategies = entry.get("strategy", presets.default_strategy(entry["env"]))
         for strategy in [strategies] if isinstance(strategies, str) else strategies:
             row = Row(
                 env=entry["env"],

@@ -11,6 +11,7 @@ strategy runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -191,6 +192,23 @@ def normalising(spec: PolicySpec, config: Config) -> bool:
     return config.obs_norm and spec.obs_encoding == "box"
 
 
+@dataclass
+class Generation:
+    """What one generation evaluated, the same on every rank: the members (the strategy's, then
+    those a growing population added), the task table summed over ranks (the population's tasks,
+    the evaluation episodes, then one row per rank), each task's episode seed, and the episodes
+    that failed on this rank by (task, sign index)."""
+
+    population: Population
+    rows: np.ndarray
+    seeds: np.ndarray
+    failures: dict[tuple[int, int], EpisodeFailed]
+
+    @property
+    def tasks(self) -> int:
+        return self.population.offsets.size
+
+
 def run_generation(
     run: Run,
     environment: envs.RankEnvironment,
@@ -199,20 +217,48 @@ def run_generation(
     comm,
     counter: parallel.TaskCounter,
     stop_signal: int = 0,
-) -> tuple[Population, np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
-    """Run the tasks `counter` gives this rank in generation `run.generation`; return what the
-    strategy asked for, the task table summed over ranks, and the episodes that failed on this
-    rank by (task, sign index). `stop_signal` (what this rank has received, 0: none) travels in
-    the same sum, so every rank learns at once whether any rank was told to stop."""
-    config, spec, theta = run.config, run.spec, run.state.theta
+) -> Generation:
+    """Run the tasks `counter` gives this rank in generation `run.generation`: the population
+    the strategy asks for and the evaluation episodes, then, with --population-steps, further
+    rounds of new members while the population's episodes have taken fewer steps than that.
+    `stop_signal` (what this rank has received, 0: none) travels in the first round's sum, so
+    every rank learns at once whether any rank was told to stop."""
+    config, spec = run.config, run.spec
     population = run.strategy.ask(run.state, config, run.generation, table.size)
-    offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
-    all_tasks = tasks + config.eval_episodes
-    seeds = noise.episode_seeds(config.seed, run.generation, all_tasks)
-    n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    table_rows = np.zeros((all_tasks + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
-    if n_obs_columns:
+    tasks, n_eval = population.offsets.size, config.eval_episodes
+    seeds = noise.episode_seeds(config.seed, run.generation, tasks + n_eval)
+    if normalising(spec, config):
         actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
+    rows, failures = run_round(run, environment, actor, table, comm, counter, population, seeds)
+    rows[tasks + n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
+    parallel.sum_records(comm, rows)
+    if not np.array_equal(rows[:tasks, OFFSET], population.offsets):
+        raise RuntimeError("ranks disagree on the noise offsets of this generation")
+    generation = Generation(population, rows, seeds, failures)
+    round_ = 1
+    while (added := tasks_to_add(config, generation, population.size)) > 0:
+        grown = grow(run, environment, actor, table, comm, counter, generation, added, round_)
+        generation, round_ = grown, round_ + 1
+    return generation
+
+
+def run_round(
+    run: Run,
+    environment: envs.RankEnvironment,
+    actor: Actor,
+    table,
+    comm,
+    counter: parallel.TaskCounter,
+    population: Population,
+    seeds: np.ndarray,
+) -> tuple[np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
+    """This rank's share of one round of tasks: the population's, then (where `seeds` holds more
+    than one per task) the evaluation episodes of the unperturbed policy. Returns the round's
+    table, filled in this rank's rows only, and its failed episodes by (task, sign index)."""
+    config, spec, theta = run.config, run.spec, run.state.theta
+    offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
+    n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
+    table_rows = np.zeros((seeds.size + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
     member = cache_aligned_zeros(n_params)
     scales = population.signed_scales()
     rules = EpisodeRules.from_config(config, training=True)
@@ -221,7 +267,7 @@ def run_generation(
     cap = run.episode_cap(uncapped)
     failures = {}
     started = time.perf_counter()
-    for task in counter.tasks(all_tasks):
+    for task in counter.tasks(seeds.size):
         row = table_rows[task]
         if task >= tasks:  # an evaluation episode of the unperturbed policy
             failed = play(
@@ -239,13 +285,63 @@ def run_generation(
             elif n_obs_columns:  # a failed member's observations never enter the statistics
                 row[FIXED_COLUMNS:] += actor.obs_sums.ravel()
         row[OFFSET] = offsets[task]
-    rank_row = table_rows[all_tasks + comm.Get_rank()]
-    rank_row[RANK_SECONDS] = time.perf_counter() - started
-    rank_row[RANK_STOP_SIGNAL] = stop_signal
-    parallel.sum_records(comm, table_rows)
-    if not np.array_equal(table_rows[:tasks, OFFSET], offsets):
-        raise RuntimeError("ranks disagree on the noise offsets of this generation")
-    return population, table_rows, failures
+    table_rows[seeds.size + comm.Get_rank(), RANK_SECONDS] = time.perf_counter() - started
+    return table_rows, failures
+
+
+def tasks_to_add(config: Config, generation: Generation, first_round: int) -> int:
+    """How many tasks a growing population adds next: those of `first_round` (the strategy's
+    popsize) more members, no more than --popsize-max in all, while the population's episodes
+    have taken fewer than --population-steps steps (0: it does not grow, or has grown enough)."""
+    if not config.population_steps:
+        return 0
+    width = len(generation.population.signs)
+    steps = generation.rows[: generation.tasks, LENGTH : LENGTH + width].sum()
+    room = most_members(config, first_round) - generation.population.size
+    if steps >= config.population_steps or room < width:
+        return 0
+    return min(first_round, room) // width
+
+
+def most_members(config: Config, first_round: int) -> int:
+    """--popsize-max, or 8 times the first round's members for 0."""
+    return config.popsize_max or 8 * first_round
+
+
+def grow(
+    run: Run,
+    environment: envs.RankEnvironment,
+    actor: Actor,
+    table,
+    comm,
+    counter: parallel.TaskCounter,
+    generation: Generation,
+    tasks: int,
+    round_: int,
+) -> Generation:
+    """`generation` with round `round_` of a growing population: `tasks` new noise slices and
+    episode seeds drawn from (seed, generation, round), the same on every rank, their rows
+    placed after the population's (before the evaluation episodes')."""
+    config, n_params = run.config, run.spec.n_params
+    offsets = noise.noise_offsets(config.seed, run.generation, tasks, n_params, table.size, round_)
+    seeds = noise.episode_seeds(config.seed, run.generation, tasks, round_)
+    added = dataclasses.replace(generation.population, offsets=offsets)
+    rows, failures = run_round(run, environment, actor, table, comm, counter, added, seeds)
+    parallel.sum_records(comm, rows)
+    before = generation.tasks
+    old = generation.rows
+    combined = np.concatenate([old[:before], rows[:tasks], old[before:]])
+    combined[-comm.Get_size() :, RANK_SECONDS] += rows[tasks:, RANK_SECONDS]
+    moved = {
+        (task + tasks if task >= before else task, j): failed
+        for (task, j), failed in generation.failures.items()
+    }
+    moved.update({(before + task, j): failed for (task, j), failed in failures.items()})
+    population = dataclasses.replace(
+        generation.population, offsets=np.concatenate([generation.population.offsets, offsets])
+    )
+    all_seeds = np.concatenate([generation.seeds[:before], seeds, generation.seeds[before:]])
+    return Generation(population, combined, all_seeds, moved)
 
 
 def play(
@@ -311,16 +407,14 @@ def failure_counts(table_rows: np.ndarray, all_tasks: int) -> np.ndarray:
     return np.bincount(codes, minlength=len(FAILURE_KINDS) + 1)[1:]
 
 
-def failures_message(
-    run: Run, population: Population, table_rows: np.ndarray, seen: dict, path: str
-) -> str:
+def failures_message(run: Run, generation: Generation, seen: dict, path: str) -> str:
     """The sentence that stops a run for failed episodes: how many, of what kind, the first one
     (its member and episode seed, and what the environment did) and the command replaying it."""
-    tasks, n_eval = population.offsets.size, run.config.eval_episodes
-    counts = failure_counts(table_rows, tasks + n_eval)
+    population, tasks, n_eval = generation.population, generation.tasks, run.config.eval_episodes
+    counts = failure_counts(generation.rows, tasks + n_eval)
     kinds = counted_kinds(counts)
     task, j = min(seen)
-    seed = int(noise.episode_seeds(run.config.seed, run.generation, tasks + n_eval)[task])
+    seed = int(generation.seeds[task])
     folder = os.path.dirname(path) or "."
     if task >= tasks:
         member, replay = "the unperturbed policy", ""
@@ -385,6 +479,7 @@ def advance(
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
     row["episodes"] = run.episodes + population.size + config.eval_episodes
+    row["members"] = population.size
     statistics = population_statistics(returns)
     row["return_mean"], row["return_std"], row["return_min"], row["return_max"] = statistics
     row["eval_return"], row["lr"], row["sigma"] = eval_return, lr, sigma
@@ -417,11 +512,13 @@ def progress_line(run: Run) -> str:
     row, total, done = run.history[-1], run.config.generations, run.done_share
     seconds_per_gen = row["wall_s"] - (run.history[-2]["wall_s"] if len(run.history) > 1 else 0)
     left = row["wall_s"] / done * (1 - done) if done > 0 else 0.0
+    members = f" | {row['members']} members" if run.config.population_steps else ""
     return (
         f"gen {run.generation:>5}{f'/{total}' if total else ''} {done:>4.0%} | "
         f"eval {row['eval_return']:>9.2f} best {run.best[0]:>9.2f} | "
         f"population mean {row['return_mean']:>9.2f} max {row['return_max']:>9.2f} | "
         f"{row['timesteps']:>11,} steps {row['steps_per_s']:>8,.0f}/s {seconds_per_gen:>6.2f} s/gen"
+        f"{members}"
         f" | {duration(row['wall_s'])} elapsed, {duration(left)} left{failed_note(row)}"
     )
 
@@ -552,14 +649,15 @@ class Trainer:
         already take the next generation's tasks."""
         run, comm = self.run, self.comm
         started = time.perf_counter()
-        population, table_rows, failures = run_generation(
+        generation = run_generation(
             run, self.environment, self.actor, self.table, comm, self.counter, stop_signal
         )
         seconds = time.perf_counter() - started
+        population, table_rows = generation.population, generation.rows
         all_tasks = population.offsets.size + run.config.eval_episodes
         failed = int(failure_counts(table_rows, all_tasks).sum())
         if failed > run.config.max_failed_share * (population.size + run.config.eval_episodes):
-            self.stop_for_failures(population, table_rows, failures)
+            self.stop_for_failures(generation)
         horizon = self.environment.horizon
         advance(run, population, table_rows, self.table, seconds, self.checkpoint_s, horizon)
         self.checkpoint_s = 0.0
@@ -603,15 +701,16 @@ class Trainer:
             )
         raise StoppedEarly(f"stopped by {name} after generation {run.generation}")
 
-    def stop_for_failures(self, population: Population, table_rows: np.ndarray, failures) -> None:
+    def stop_for_failures(self, generation: Generation) -> None:
         """Too many episodes of this generation failed: rank 0 writes the checkpoint of the
         generation before (the parameters the failed episodes ran from) and says which episode
         failed first, how, and how to replay it; every rank raises EpisodesFailed."""
         run, comm = self.run, self.comm
+        failures = generation.failures
         seen = parallel.merged(comm, {key: str(failed) for key, failed in failures.items()})
         if comm.Get_rank() == 0 and run.generation > self.saved:
             self.save()
-        message = failures_message(run, population, table_rows, seen, self.path)
+        message = failures_message(run, generation, seen, self.path)
         if comm.Get_rank() == 0:
             print(f"esmpi: {message}", flush=True)
         raise EpisodesFailed(message)
@@ -661,9 +760,14 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
     if rank == 0:
         what = f"resuming at generation {run.generation}" if state else "starting"
         members = run.strategy.ask(run.state, config, run.generation, table.size).size
+        if config.population_steps:
+            growing = f" {members}, growing to {most_members(config, members)} members"
+            members_text = f"{growing} until {config.population_steps:,} steps"
+        else:
+            members_text = f" {members}"
         print(
             f"esmpi: {what} {config.env} seed {config.seed} on {n_ranks} rank(s), "
-            f"{config.strategy}, {spec.n_params:,} parameters, popsize {members}; "
+            f"{config.strategy}, {spec.n_params:,} parameters, popsize{members_text}; "
             f"checkpoint {path}",
             flush=True,
         )

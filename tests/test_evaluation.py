@@ -10,6 +10,9 @@ import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi, read_theta
 from esmpi import noise
+from esmpi import train as training
+from esmpi.config import Config
+from esmpi.strategies.base import MIRRORED, Population
 
 pytestmark = pytest.mark.mpi
 
@@ -141,3 +144,60 @@ def test_the_adaptive_episode_cap_grows_when_episodes_reach_it_and_resumes_exact
             read_theta(runs / name / "checkpoint.h5"), read_theta(runs / "two" / "checkpoint.h5")
         )
         assert stored(runs / name)["history"]["next_episode_cap"].tolist() == [20, 40, 60, 60, 60]
+
+
+def test_a_growing_population_adds_rounds_of_popsize_until_its_steps_or_its_most_members():
+    def added(lengths, **values):
+        config = Config(**{"popsize": 8, "population_steps": 1000, **values})
+        pairs = np.asarray(lengths, dtype=float).reshape(-1, 2)
+        rows = np.zeros((pairs.shape[0] + 2, training.FIXED_COLUMNS))
+        rows[: pairs.shape[0], training.LENGTH : training.LENGTH + 2] = pairs
+        population = Population(np.zeros(pairs.shape[0], np.int64), MIRRORED, np.float32(0.1))
+        generation = training.Generation(population, rows, np.zeros(pairs.shape[0] + 1), {})
+        return training.tasks_to_add(config, generation, first_round=8)
+
+    assert added([100] * 8) == 4  # 800 steps of 1000: 8 more members, 4 pairs
+    assert added([125] * 8) == 0  # 1000 steps
+    assert added([10] * 64) == 0  # 8 x popsize members, the default most
+    assert added([10] * 60, popsize_max=64) == 2  # room for 4 members
+    assert added([10] * 8, population_steps=0) == 0  # a fixed population
+
+
+def test_a_growing_population_stops_at_its_most_members(runs):
+    """Pendulum's episodes last 60 steps here: 8 members take 480, so --population-steps 1000
+    would need 24; --popsize-max 16 stops the growth at 16, every generation."""
+    grow = ("--population-steps", "1000", "--popsize-max", "16", "--final-episodes", "0")
+    train(runs, "grown", "--generations", "3", *grow)
+    history = stored(runs / "grown")["history"]
+    assert history["members"].tolist() == [16, 16, 16]
+    assert np.diff(history["timesteps"], prepend=0).tolist() == [(16 + 1) * 60] * 3
+
+
+def test_a_growing_population_reaches_its_steps_on_any_ranks_and_resumes_exactly(runs):
+    """CartPole's episodes end when the pole falls, so how many rounds of 8 members a generation
+    needs for 300 population steps changes from one generation to the next; 1 rank, and 3 ranks
+    for 2 generations resumed to 4, give the same members and the same bits."""
+    cartpole = ["--env", "CartPole-v1", "--popsize", "8", "--hidden", "8", *SMALL_TABLE]
+    grow = ("--population-steps", "300", "--final-episodes", "0", "--folder", str(runs))
+
+    def grown(name, generations, *extra, ranks):
+        checked(
+            esmpi(
+                *("train", *cartpole, *grow, "--run-name", name, "--generations", generations),
+                *extra,
+                ranks=ranks,
+            )
+        )
+
+    grown("one", "4", ranks=1)
+    grown("three", "2", ranks=3)
+    grown("three", "4", "--resume", str(runs / "three"), ranks=3)
+    one, three = stored(runs / "one")["history"], stored(runs / "three")["history"]
+    assert np.array_equal(
+        read_theta(runs / "one" / "checkpoint.h5"), read_theta(runs / "three" / "checkpoint.h5")
+    )
+    assert one["members"].tolist() == three["members"].tolist()
+    assert len(set(one["members"].tolist())) > 1 and (one["members"] % 8 == 0).all()
+    # The population's steps: all steps less the evaluation episode's (CartPole pays 1 a step).
+    population_steps = np.diff(one["timesteps"], prepend=0) - one["eval_return"]
+    assert (population_steps >= 300).all()  # 64 members, the most, last at least 8 * 64 steps

@@ -105,7 +105,6 @@ import sys, numpy as np
 sys.path.insert(0, {tests!r})
 from esmpi import parallel, train
 from esmpi.config import Config
-from esmpi.strategies.base import Population
 comm = parallel.world()
 config = Config(env="faultyenvs:InfObservationPendulum", popsize={popsize}, hidden=[8],
                 max_steps=100, seed={seed}, noise_table_size=2_000_000, max_failed_share=1.0,
@@ -115,9 +114,9 @@ run = trainer.run
 for _ in range({before}):
     trainer.generation()
 before = run.state
-population, rows, failures = train.run_generation(
+generation = train.run_generation(
     run, trainer.environment, trainer.actor, trainer.table, comm, trainer.counter)
-tasks = population.offsets.size
+population, rows, tasks = generation.population, generation.rows, generation.tasks
 returns = rows[:tasks, train.RETURN : train.RETURN + 2]
 failed = rows[:tasks, train.FAILURE : train.FAILURE + 2] == 2  # observation
 assert failed.any() and np.isnan(returns[failed]).all() and np.isfinite(returns[~failed]).all()

@@ -28,6 +28,18 @@ def test_offsets_fit_in_the_table_and_depend_on_generation():
     assert not np.array_equal(a, noise.noise_offsets(0, 1, 1000, 500, 10_000))
 
 
+def test_a_growing_populations_rounds_draw_new_offsets_and_seeds_and_round_0_is_unchanged():
+    """Round 0 keeps the key of a population that never grows, so --population-steps leaves the
+    first round (and every run made before it existed) as it was."""
+    key = np.random.SeedSequence([0, noise._OFFSET_TAG, 2])
+    before = np.random.default_rng(key).integers(0, 10_000 - 500 + 1, size=50, dtype=np.int64)
+    assert np.array_equal(noise.noise_offsets(0, 2, 50, 500, 10_000, 0), before)
+    rounds = [noise.noise_offsets(0, 2, 50, 500, 10_000, r) for r in range(3)]
+    seeds = [noise.episode_seeds(0, 2, 50, r) for r in range(3)]
+    for drawn in (rounds, seeds):
+        assert len({tuple(values.tolist()) for values in drawn}) == 3
+
+
 def test_episode_seeds_are_deterministic_and_distinct():
     seeds = noise.episode_seeds(3, 4, 65)
     assert np.array_equal(seeds, noise.episode_seeds(3, 4, 65))

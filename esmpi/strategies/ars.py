@@ -40,7 +40,7 @@ from esmpi.config import Config, UsageError
 from esmpi.strategies import fitness
 from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
 
-OPTIONS = ("lr", "top_directions")
+OPTIONS = ("lr", "top_directions", "population_steps", "popsize_max")
 # The paper's linear policy and its step sizes for locomotion (HalfCheetah: alpha 0.02, nu 0.03),
 # with N = 16 directions, all used (top_directions 0, so that any --popsize stays valid). On
 # CartPole-v1 the policy evaluates at 500 (the limit) within 5 generations, seeds 0, 1 and 2.
@@ -56,9 +56,10 @@ class State:
     )
 
 
-def directions_used(config: Config) -> int:
-    """b: the number of directions the update uses (all N when --top-directions is 0)."""
-    return config.top_directions or config.popsize // 2
+def directions_used(config: Config, directions: int) -> int:
+    """b: the number of the generation's `directions` that the update uses (all of them when
+    --top-directions is 0; a growing population has more than popsize / 2)."""
+    return config.top_directions or directions
 
 
 def check(config: Config, n_params: int) -> None:
@@ -95,7 +96,7 @@ def tell(
     state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
 ) -> State:
     """One step from the returns (pairs, 2) of the members (+delta, -delta)."""
-    kept = top_directions(returns, directions_used(config))
+    kept = top_directions(returns, directions_used(config, returns.shape[0]))
     used = fitness.finite_or_lowest(returns)[kept]
     reward_std = used.std()
     if not (reward_std > 0 and np.isfinite(reward_std)):

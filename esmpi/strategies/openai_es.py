@@ -28,6 +28,8 @@ OPTIONS = (
     "weight_decay",
     "momentum",
     "max_speed",
+    "population_steps",
+    "popsize_max",
 )
 DEFAULTS: dict = {}  # the Config dataclass defaults are this strategy's
 

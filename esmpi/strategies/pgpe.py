@@ -30,7 +30,16 @@ from esmpi.config import Config, UsageError
 from esmpi.strategies import fitness, optimizers
 from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
 
-OPTIONS = ("optimizer", "lr", "momentum", "max_speed", "stdev_lr", "stdev_max_change")
+OPTIONS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "max_speed",
+    "stdev_lr",
+    "stdev_max_change",
+    "population_steps",
+    "popsize_max",
+)
 # ClipUp's recommended setting (Toklu et al., and pgpelib's train_agents scripts): a centre step
 # of lr = 0.075 with max speed 2 lr = 0.15, and sigma from the radius 15 * max speed = 2.25 of
 # the search distribution, 2.25 / sqrt(d) per parameter: 0.02 for the ~10,000 weights of the

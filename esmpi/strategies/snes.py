@@ -34,7 +34,7 @@ from esmpi.config import Config, UsageError
 from esmpi.strategies import fitness
 from esmpi.strategies.base import MIRRORED, SINGLE, Population, described, population
 
-OPTIONS = ("lr", "stdev_lr", "mirrored")
+OPTIONS = ("lr", "stdev_lr", "mirrored", "population_steps", "popsize_max")
 # The paper's: lambda from the parameter count, eta_mu = 1 (eta_sigma from the parameter count
 # is the Config default stdev_lr 0). sigma stays at the dataclass's 0.1: on CartPole-v1 with the
 # (128, 64) MLP these reach an eval return of 500 within 3 generations for seeds 0, 1 and 2.

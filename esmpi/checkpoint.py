@@ -133,6 +133,19 @@ class Checkpoint:
     best_obs_var: np.ndarray
     history: np.ndarray  # HISTORY_DTYPE rows
     final: FinalEvaluation | None = None  # the end-of-run evaluation, once a run has one
+    behaviours: Behaviours | None = None  # with --behaviour: every episode's BC
+
+
+@dataclass
+class Behaviours:
+    """The behaviour characterisation (--behaviour) of every episode of a run, generation after
+    generation: `members` holds history["members"] rows a generation (the population's tasks in
+    order, + before - in a pair), `evaluations` eval_episodes rows a generation; NaN rows are
+    failed episodes."""
+
+    name: str
+    members: np.ndarray  # float64 (members of all generations, size)
+    evaluations: np.ndarray  # float64 (generations x eval_episodes, size)
 
 
 @dataclass
@@ -287,6 +300,20 @@ def _write(h5, state: Checkpoint) -> None:
         history.attrs[f"{name}.description"] = meaning
     if state.final is not None:
         _write_final(h5, state.final)
+    if state.behaviours is not None:
+        _write_behaviours(h5, state.behaviours)
+
+
+def _write_behaviours(h5, behaviours: Behaviours) -> None:
+    group = h5.create_group("behaviour")
+    group.attrs["description"] = (
+        "the behaviour characterisation of every episode (attr name: the --behaviour that read "
+        "it): members, history/members rows per generation (tasks in order, + before -), and "
+        "evaluations, eval_episodes rows per generation; NaN rows are failed episodes"
+    )
+    group.attrs["name"] = behaviours.name
+    _dataset(group, "members", behaviours.members, "BC of each population member", "per BC")
+    _dataset(group, "evaluations", behaviours.evaluations, "BC of each evaluation", "per BC")
 
 
 def _write_final(h5, final: FinalEvaluation) -> None:
@@ -450,7 +477,15 @@ def _read(h5) -> Checkpoint:
         best_obs_var=best["obs_var"][...],
         history=current_history(h5["history"][...]),
         final=_read_final(h5),
+        behaviours=_read_behaviours(h5),
     )
+
+
+def _read_behaviours(h5) -> Behaviours | None:
+    if "behaviour" not in h5:
+        return None
+    group = h5["behaviour"]
+    return Behaviours(str(group.attrs["name"]), group["members"][...], group["evaluations"][...])
 
 
 def _read_final(h5) -> FinalEvaluation | None:

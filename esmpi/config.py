@@ -99,6 +99,13 @@ class Config:
         "What an episode scores: 'return' (sum of rewards) or 'progress' (PyBullet locomotion: "
         "the sum of the progress term, the distance walked towards the target per time step)",
     )
+    behaviour: str = _option(
+        "",
+        "What each episode reports besides its score, kept in the checkpoint's /behaviour: "
+        "'position' (the final (x, y) of the agent's main body, MuJoCo or PyBullet), "
+        "'info:KEY' (the last step's info[KEY]) or 'module:function' (function(env, info) -> a "
+        "few numbers); empty: nothing",
+    )
 
     # The search strategy (defaults are OpenAI-ES's; each strategy sets its own: README,
     # "Search strategies", and `esmpi train --strategy NAME --help`)

@@ -196,10 +196,13 @@ def _resets_passing_the_seed_on() -> tuple:
     """Wrapper resets that hand the seed to the environment beneath and do nothing else with it."""
     import gymnasium
 
+    from esmpi import behaviour
+
     return (
         gymnasium.Wrapper.reset,
         gymnasium.ObservationWrapper.reset,
         gymnasium.wrappers.FrameStackObservation.reset,
+        behaviour.last_info_class().reset,
     )
 
 
@@ -272,8 +275,11 @@ def for_rollouts(env, config):
     """(environment to step, episode horizon): `env` beneath the API checks
     (unwrapped_for_rollouts) with the observation pipeline of `config` around it, and the
     environment's time limit capped by --max-steps."""
+    from esmpi import behaviour
+
     stepped, time_limit = unwrapped_for_rollouts(env)
-    return observation_pipeline(stepped, config), horizon_for(time_limit, config.max_steps)
+    stepped = behaviour.wrapped(observation_pipeline(stepped, config), config.behaviour)
+    return stepped, horizon_for(time_limit, config.max_steps)
 
 
 def make_for_rollouts(config, env_id=None, render_mode=None, quiet=False):
@@ -285,16 +291,27 @@ def make_for_rollouts(config, env_id=None, render_mode=None, quiet=False):
 
 class RankEnvironment:
     """The environment one rank steps for `config`: `made` (as made), `stepped` (what rollouts
-    step), `horizon`; `remake()` closes it and makes it afresh, as after it raised (what it
+    step), `horizon`, and with --behaviour `describe(stepped)`, the episode's BC, of
+    `behaviour_size` numbers; `remake()` closes it and makes it afresh, as after it raised (what it
     kept from before may be what broke it). Each episode's seeded reset makes the remade one run
     the same episodes."""
 
     def __init__(self, config, quiet: bool = False):
+        from esmpi import behaviour
+
         self.config = config
         self.made, self.stepped, self.horizon = make_for_rollouts(config, quiet=quiet)
+        self.describe = behaviour.describer(config.behaviour) if config.behaviour else None
+        self.behaviour_size = 0
 
     def first_reset(self) -> None:
+        """The run's first reset; then, with --behaviour, the size of a BC read from it."""
+        from esmpi import behaviour
+
         first_reset(self.made, self.config.seed)
+        if self.describe is not None:
+            name, seed = self.config.behaviour, self.config.seed
+            self.behaviour_size = behaviour.size(self.stepped, self.describe, name, seed)
 
     def remake(self) -> None:
         with contextlib.suppress(Exception):  # a broken environment may not close cleanly

@@ -35,6 +35,7 @@ import numpy as np
 
 from esmpi import checkpoint, presets
 from esmpi.config import Config, UsageError, from_toml, load_toml
+from esmpi.train import EXIT_STOPPED
 
 _ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
 
@@ -204,6 +205,11 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
         arguments = [*row.train_arguments(seed, suite.folder), "--resume", "auto"]
         print(f"esmpi suite: {row.run_name(seed)}", flush=True)
         completed = subprocess.run([*esmpi, *arguments, "--threads", str(threads)])
+        if completed.returncode == EXIT_STOPPED:
+            raise UsageError(
+                f"{row.run_name(seed)} was stopped by a signal after writing its checkpoint "
+                f"(exit code {EXIT_STOPPED}); run the suite again to continue it."
+            )
         if completed.returncode != 0:
             raise UsageError(
                 f"{row.run_name(seed)} ended with exit code {completed.returncode}; its output "

@@ -78,6 +78,8 @@ class Run:
     history: list  # HISTORY_DTYPE rows
     generation: int = 0
     final: checkpoint.FinalEvaluation | None = None
+    # With --behaviour: per generation, the BCs (rows, size) of its members and its evaluations.
+    behaviours: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def strategy(self) -> strategies.Strategy:
@@ -158,8 +160,41 @@ def run_from_checkpoint(stored: checkpoint.Checkpoint, config: Config) -> Run:
     best_norm = ObsNorm(0.0, stored.best_obs_mean, stored.best_obs_var)
     best = (stored.best_return, stored.best_generation, stored.best_theta, best_norm)
     history = list(stored.history)
+    behaviours = None
+    if stored.behaviours is not None:
+        behaviours = split_behaviours(stored.behaviours, stored.history, config.eval_episodes)
     return Run(
-        config, stored.policy, state, obs_norm, best, history, stored.generation, stored.final
+        config,
+        stored.policy,
+        state,
+        obs_norm,
+        best,
+        history,
+        stored.generation,
+        stored.final,
+        behaviours,
+    )
+
+
+def split_behaviours(stored: checkpoint.Behaviours, history: np.ndarray, eval_episodes: int):
+    """The checkpoint's BCs as Run.behaviours keeps them: one (members, evaluations) pair per
+    generation."""
+    member_ends = np.cumsum(history["members"])[:-1]
+    evaluation_ends = eval_episodes * np.arange(1, len(history))
+    members = np.split(stored.members, member_ends) if len(history) else []
+    evaluations = np.split(stored.evaluations, evaluation_ends) if len(history) else []
+    return list(zip(members, evaluations, strict=True))
+
+
+def joined_behaviours(run: Run) -> checkpoint.Behaviours | None:
+    """Run.behaviours as the checkpoint keeps them (every generation's rows in one array)."""
+    if run.behaviours is None:
+        return None
+    if not run.behaviours:
+        return checkpoint.Behaviours(run.config.behaviour, np.zeros((0, 0)), np.zeros((0, 0)))
+    members, evaluations = zip(*run.behaviours, strict=True)
+    return checkpoint.Behaviours(
+        run.config.behaviour, np.concatenate(members), np.concatenate(evaluations)
     )
 
 
@@ -185,6 +220,7 @@ def to_checkpoint(run: Run, n_ranks: int) -> checkpoint.Checkpoint:
         best_obs_var=best_norm.var,
         history=np.array(run.history, dtype=checkpoint.HISTORY_DTYPE),
         final=run.final,
+        behaviours=joined_behaviours(run),
     )
 
 
@@ -258,7 +294,8 @@ def run_round(
     config, spec, theta = run.config, run.spec, run.state.theta
     offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
     n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    table_rows = np.zeros((seeds.size + comm.Get_size(), FIXED_COLUMNS + n_obs_columns))
+    obs_start = FIXED_COLUMNS + 2 * environment.behaviour_size
+    table_rows = np.zeros((seeds.size + comm.Get_size(), obs_start + n_obs_columns))
     member = cache_aligned_zeros(n_params)
     scales = population.signed_scales()
     rules = EpisodeRules.from_config(config, training=True)
@@ -283,7 +320,7 @@ def run_round(
             if failed:
                 failures[task, j] = failed
             elif n_obs_columns:  # a failed member's observations never enter the statistics
-                row[FIXED_COLUMNS:] += actor.obs_sums.ravel()
+                row[obs_start:] += actor.obs_sums.ravel()
         row[OFFSET] = offsets[task]
     table_rows[seeds.size + comm.Get_rank(), RANK_SECONDS] = time.perf_counter() - started
     return table_rows, failures
@@ -358,17 +395,35 @@ def play(
     its observations summed in actor.obs_sums. A failed episode has return NaN (strategies rank
     it worst) and its failure code, and has the environment made again if it raised."""
     actor.obs_sums[:] = 0.0
+    size = environment.behaviour_size
+    behaviour = row[FIXED_COLUMNS + j * size : FIXED_COLUMNS + (j + 1) * size]
     try:
         row[RETURN + j], row[LENGTH + j] = run_episode(
             environment.stepped, actor, theta, seed, horizon, rules
         )
-        return None
     except EpisodeFailed as error:
         failed = error
+    else:
+        if environment.describe is not None:
+            behaviour[:] = described(environment)
+        return None
     row[RETURN + j], row[LENGTH + j], row[FAILURE + j] = np.nan, failed.steps, failed.code
+    behaviour[:] = np.nan
     if failed.kind == "raised":  # outside the except block: its own error, if any, stands alone
         environment.remake()
     return failed
+
+
+def described(environment: envs.RankEnvironment) -> np.ndarray:
+    """The BC of the episode `environment` has just ended (--behaviour)."""
+    assert environment.describe is not None
+    found = environment.describe(environment.stepped)
+    if found.size != environment.behaviour_size:
+        raise UsageError(
+            f"--behaviour {environment.config.behaviour} gave {found.size} numbers where it gave "
+            f"{environment.behaviour_size} after the first reset; a BC keeps its size."
+        )
+    return found
 
 
 def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None:
@@ -380,7 +435,7 @@ def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None
     _, _, best_theta, best_norm = run.best
     candidates = ((run.state.theta, run.obs_norm), (best_theta, best_norm))
     rules = EpisodeRules.from_config(config)
-    rows = np.zeros((2 * episodes, FIXED_COLUMNS))
+    rows = np.zeros((2 * episodes, FIXED_COLUMNS + 2 * environment.behaviour_size))
     for task in counter.tasks(2 * episodes):
         theta, obs_norm = candidates[task // episodes]
         if normalising(run.spec, config):
@@ -449,10 +504,12 @@ def advance(
     seconds: float,
     checkpoint_s: float,
     horizon: int,
+    behaviour_size: int = 0,
 ) -> None:
     """Apply one generation's results to `run` (identically on every rank, but for the timings in
     the history row: `seconds` since the generation started and `checkpoint_s` spent writing the
-    previous checkpoint, as this rank measured them). `horizon` bounds the adaptive cap."""
+    previous checkpoint, as this rank measured them). `horizon` bounds the adaptive cap;
+    `behaviour_size` is the number of each BC's columns in `table_rows` (--behaviour)."""
     update_started = time.perf_counter()
     config, tasks, width = run.config, population.offsets.size, len(population.signs)
     returns = table_rows[:tasks, RETURN : RETURN + width]
@@ -467,10 +524,14 @@ def advance(
     run.state = run.strategy.tell(run.state, population, returns, table, config)
     if normalising(run.spec, config):
         n_obs = run.spec.sizes[0]
-        sums = table_rows[:tasks, FIXED_COLUMNS:].sum(axis=0)
+        sums = table_rows[:tasks, -2 * n_obs :].sum(axis=0)
         scored = table_rows[:tasks, FAILURE : FAILURE + width] == 0
         count = float(lengths[scored].sum())
         run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
+    if run.behaviours is not None:
+        members = table_rows[:tasks, FIXED_COLUMNS : FIXED_COLUMNS + width * behaviour_size]
+        evaluations = table_rows[tasks:all_tasks, FIXED_COLUMNS : FIXED_COLUMNS + behaviour_size]
+        run.behaviours.append((members.reshape(-1, behaviour_size), evaluations.copy()))
     run.generation += 1
     update_s = time.perf_counter() - update_started
     seconds += update_s + checkpoint_s
@@ -659,7 +720,16 @@ class Trainer:
         if failed > run.config.max_failed_share * (population.size + run.config.eval_episodes):
             self.stop_for_failures(generation)
         horizon = self.environment.horizon
-        advance(run, population, table_rows, self.table, seconds, self.checkpoint_s, horizon)
+        advance(
+            run,
+            population,
+            table_rows,
+            self.table,
+            seconds,
+            self.checkpoint_s,
+            horizon,
+            self.environment.behaviour_size,
+        )
         self.checkpoint_s = 0.0
         if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
             comm, run.state.theta
@@ -746,7 +816,9 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
         run = parallel.everywhere(comm, lambda: new_run(config, spec))
     elif run.spec != spec:
         parallel.agree(comm, UsageError(f"{config.env} no longer matches the checkpoint's policy."))
-    environment.first_reset()
+    parallel.everywhere(comm, environment.first_reset)
+    if config.behaviour and run.behaviours is None:
+        run.behaviours = []
     parallel.everywhere(comm, lambda: check_rules(stepped, EpisodeRules.from_config(config)))
     if horizon >= 1 << 62:
         parallel.agree(

@@ -324,3 +324,17 @@ def test_a_preset_measured_with_one_strategy_leaves_the_others_their_defaults():
     assert config.action_map == "clip" and config.lr == 0.075  # pgpe's own lr, not 0.01
     assert "measured with openai-es only; pgpe keeps its own defaults" in notes[0]
     assert "runs  " in presets.table() and "for   --strategy openai-es" in presets.table()
+
+
+def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
+    """Hopper-v5's preset runs ARS with the paper's Hopper settings; another strategy asked for
+    keeps all its own defaults; a suite row without a strategy runs the preset's."""
+    config, notes = presets.resolve({"env": "Hopper-v5", "total_steps": 1000})
+    assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 16)
+    assert (config.top_directions, config.lr, config.sigma) == (4, 0.01, 0.025)
+    assert config.reward_shift == 1.0 and "sets --strategy ars" in notes[0]
+    assert presets.default_strategy("Hopper-v5") == "ars"
+    assert presets.default_strategy("Walker2d-v5") == "openai-es"
+    config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
+    assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
+    assert "measured with ars only" in notes[0]

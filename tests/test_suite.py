@@ -45,6 +45,8 @@ def test_a_suite_lists_one_row_per_strategy_and_checks_each_rows_options(tmp_pat
         ("Pendulum-v1", "openai-es", (4,)),
     ]
     assert loaded.rows[2].run_name(4) == "Pendulum-v1__openai-es__short__4"
+    hopper = SUITE + '[[runs]]\nenv = "Hopper-v5"\ntotal_steps = 1000\n'
+    assert suite.load(str(write(tmp_path, hopper))).rows[3].strategy == "ars"  # its preset's
     assert len(list(loaded.runs())) == 5
     with pytest.raises(UsageError, match="--top-directions"):
         bad = SUITE.replace("final_episodes = 3", "top_directions = 2")

@@ -44,3 +44,8 @@ class NeedsMissingPackage(ToyTarget):
 
 
 gymnasium.register("ToyMissing-v0", entry_point=NeedsMissingPackage)
+
+
+def pendulum_state(env, info):
+    """A --behaviour module:function for the tests: the pendulum's final (angle, velocity)."""
+    return env.unwrapped.state

@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[mpich,test,atari]"
+	$(BIN)/python -m pip install --quiet -e ".[mpich,test,atari,robotics]"
 	touch $@
 
 install: $(INSTALLED)

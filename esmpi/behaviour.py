@@ -3,7 +3,8 @@ how well, for novelty search (Conti et al. 2018) and the history.
 
 `--behaviour` names one:
   position        the final (x, y) of the agent's main body: MuJoCo's first body after the world
-                  (the torso of Gymnasium's locomotion robots), PyBullet's robot body. This is
+                  (the torso of Gymnasium's locomotion robots, the ball or the ant of
+                  Gymnasium-Robotics' mazes), PyBullet's robot body. This is
                   deep-neuroevolution's choice for Humanoid and the mazes.
   info:KEY        the last step's info[KEY] (a number or a short vector).
   module:function function(env, info) -> a few numbers, with `env` the environment the rollouts
@@ -78,13 +79,15 @@ def final_position(env) -> np.ndarray:
     """(x, y) of the agent's main body: MuJoCo's first body (index 1, after the world), or the
     PyBullet robot's body."""
     base = env.unwrapped
-    data = getattr(base, "data", None)
+    # Gymnasium-Robotics' mazes keep the robot in an inner MuJoCo environment.
+    simulated = getattr(base, "point_env", None) or getattr(base, "ant_env", None) or base
+    data = getattr(simulated, "data", None)
     if data is not None and hasattr(data, "xpos"):
         import mujoco
 
         # mj_step leaves xpos at the pose before its integration; recomputing the body poses
         # from qpos gives where the last step put the body (qpos and qvel are untouched).
-        mujoco.mj_kinematics(base.model, data)
+        mujoco.mj_kinematics(simulated.model, data)
         return np.array(data.xpos[1, :2], dtype=np.float64)
     robot = getattr(base, "robot", None)
     if robot is not None and hasattr(robot, "body_xyz"):

@@ -46,6 +46,11 @@ class Config:
     seed: int = _option(0, "Root seed: noise table, perturbations and episode seeds derive from it")
 
     # Observations (pixel pipelines: Gymnasium's wrappers, applied beneath the API checks)
+    flatten_obs: bool = _option(
+        False,
+        "Flatten Dict and Tuple observations into one vector (FlattenObservation), as goal "
+        "environments such as Gymnasium-Robotics' mazes need",
+    )
     grayscale: bool = _option(False, "Turn RGB observations into grayscale (GrayscaleObservation)")
     resize: int = _option(
         0, "Resize image observations to RESIZE x RESIZE pixels (ResizeObservation); 0 keeps them"

@@ -32,6 +32,11 @@ from esmpi.config import UsageError
 _PLUGINS = (
     ("pybullet_envs_gymnasium", lambda env_id: "Bullet" in env_id, "pybullet-envs-gymnasium"),
     ("ale_py", lambda env_id: env_id.startswith("ALE/"), "'esmpi[atari]'"),
+    (
+        "gymnasium_robotics",
+        lambda env_id: env_id.startswith(("PointMaze_", "AntMaze_")),
+        "'esmpi[robotics]'",
+    ),
 )
 _UNLIMITED = 1 << 62
 _LIBC = ctypes.CDLL(None)
@@ -326,6 +331,8 @@ def observation_pipeline(env, config):
     from gymnasium import wrappers
     from gymnasium.error import DependencyNotInstalled
 
+    if config.flatten_obs:
+        env = wrappers.FlattenObservation(env)
     try:
         if config.atari:
             env = wrappers.AtariPreprocessing(

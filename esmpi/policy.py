@@ -141,7 +141,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     else:
         raise UsageError(
             f"Observation space {observation_space} is not supported: esmpi policies read Box "
-            "and Discrete observations (flatten others with a Gymnasium wrapper)."
+            "and Discrete observations; --flatten-obs makes one vector of a Dict or Tuple of them."
         )
     common: dict[str, Any] = dict(
         activation=config.activation, bias=config.bias, obs_encoding=obs_encoding, **architecture

@@ -57,9 +57,7 @@ def test_a_user_function_gets_the_env_and_its_last_info():
         ("Pendulum-v1", "positions", "takes 'position', 'info:KEY' or 'module:function'"),
     ],
 )
-def test_a_behaviour_that_cannot_be_read_is_one_sentence_before_any_episode(
-    env_id, name, message
-):
+def test_a_behaviour_that_cannot_be_read_is_one_sentence_before_any_episode(env_id, name, message):
     with pytest.raises(UsageError, match=message):
         environment = envs.RankEnvironment(Config(env=env_id, behaviour=name))
         environment.first_reset()
@@ -125,3 +123,49 @@ def test_a_failed_episode_has_no_behaviour(runs):
     nan_rows = np.isnan(members).all(axis=1).sum() + np.isnan(evaluations).all(axis=1).sum()
     assert failed > 0 and nan_rows == failed
     assert np.isfinite(members[~np.isnan(members).all(axis=1)]).all()
+
+
+# Gymnasium-Robotics' U-maze made deceptive: the start ('r') above the goal ('g'), a wall between
+# them, so that the dense reward (exp(-distance)) leads into the wall (esmpi[robotics]).
+DECEPTIVE_MAZE = (
+    '{"maze_map": [[1, 1, 1, 1, 1], [1, "r", 0, 0, 1], [1, 1, 1, 0, 1], [1, "g", 0, 0, 1], '
+    '[1, 1, 1, 1, 1]], "reward_type": "dense", "continuing_task": false}'
+)
+
+
+def test_position_in_a_maze_is_the_agents_final_xy():
+    """The ball's (x, y), which the maze's flattened observation also holds (achieved_goal,
+    its first two entries)."""
+    import json
+
+    config = Config(
+        env="PointMaze_UMaze-v3", env_kwargs=json.loads(DECEPTIVE_MAZE), flatten_obs=True
+    )
+    made, stepped, horizon = envs.make_for_rollouts(config)
+    assert horizon == 300 and stepped.observation_space.shape == (8,)
+    envs.first_reset(made, 0)
+    spec = spec_for_spaces(stepped.observation_space, stepped.action_space, config)
+    actor = actor_for(spec)
+    theta = initial_theta(spec, 0) + np.float32(0.5)
+    obs, _ = stepped.reset(seed=3)
+    start = obs[:2].copy()
+    for _ in range(30):
+        obs, *_ = stepped.step(actor.act(obs, theta))
+    assert np.array_equal(behaviour.final_position(stepped), obs[:2].astype(np.float64))
+    assert np.abs(start - [-1.0, 1.0]).max() <= 0.25  # the 'r' cell, with the maze's jitter
+
+
+@pytest.mark.mpi
+def test_the_deceptive_maze_trains_with_the_position_behaviour_on_two_ranks(runs):
+    checked(
+        esmpi(
+            *("train", "--env", "PointMaze_UMaze-v3", "--env-kwargs", DECEPTIVE_MAZE),
+            *("--flatten-obs", "--behaviour", "position", "--popsize", "8", "--hidden", "8"),
+            *("--generations", "2", "--final-episodes", "0", *SMALL_TABLE),
+            *("--folder", str(runs), "--run-name", "maze"),
+            ranks=2,
+        )
+    )
+    _, members, evaluations, counts = stored(runs / "maze")
+    assert counts.tolist() == [8, 8] and members.shape == (16, 2) and evaluations.shape == (2, 2)
+    assert (np.abs(members) < 2.5).all()  # inside the maze's walls

@@ -51,7 +51,7 @@ opengl:
 	    "apt-get); the MuJoCo video tests may be skipped ***"; fi
 
 test: lint slurm opengl
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # make train ENV=HalfCheetah-v5 RANKS=2 ARGS="--generations 200"
 train: $(INSTALLED)

@@ -104,7 +104,8 @@ PRESETS = (
         "on normalised observations, N = 8 directions, the best b = 4 kept, step 0.01, noise "
         "0.025) and its shift of 1 a step in training, which removes the alive bonus that makes "
         "standing still a local optimum",
-        "EVIDENCE",
+        "jobs/suites/presets.toml, README 'Presets measured': 1e7 steps, 3 seeds, final eval "
+        "3138 [2476, 3608] (openai-es with its defaults: 1016 at 7e5 steps, seed 0)",
         strategies=("ars",),
     ),
     Preset(
@@ -114,6 +115,15 @@ PRESETS = (
         "same steps, where one good direction balances the pole",
         "jobs/suites/presets.toml, README 'Presets measured': 1e5 steps, 3 seeds, final eval "
         "1000 [1000, 1000] (popsize 64: 719 [158, 1000]; 32: 725)",
+        strategies=("openai-es",),
+    ),
+    Preset(
+        "Pendulum-v1",
+        dict(popsize=100, sigma=0.05, lr=0.125),
+        "Gymnasium's Pendulum: gymnax-blines' OpenES settings (popsize 100, sigma 0.05, lr 0.125), "
+        "a larger population and larger steps than the defaults",
+        "jobs/suites/presets.toml, README 'Presets measured': 2e6 steps, 3 seeds, final eval "
+        "-392 [-501, -256] (the defaults: -744 [-869, -518]; popsize 200: -447; tanh: -551)",
         strategies=("openai-es",),
     ),
     Preset(

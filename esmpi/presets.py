@@ -175,7 +175,10 @@ def preset_for(env_id: str) -> Preset | None:
 def default_strategy(env_id: str) -> str:
     """The strategy `esmpi train --env ENV_ID` runs without --strategy: its preset's, if it sets
     one, else OpenAI-ES."""
-    preset = preset_for(ALIASES.get(env_id, env_id))
+    return _strategy_of(preset_for(ALIASES.get(env_id, env_id)))
+
+
+def _strategy_of(preset: Preset | None) -> str:
     default = str(Config.__dataclass_fields__["strategy"].default)
     return str(preset.values.get("strategy", default)) if preset else default
 
@@ -189,7 +192,7 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
         notes.append(f"{env_id} is now {ALIASES[env_id]} in Gymnasium; training that")
         env_id = ALIASES[env_id]
     preset = preset_for(env_id)
-    name = values.get("strategy", default_strategy(env_id))
+    name = values.get("strategy", _strategy_of(preset))
     strategy = strategies.get(name)
     strategies.check_options(name, values)
     base = {}

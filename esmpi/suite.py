@@ -35,7 +35,6 @@ import numpy as np
 
 from esmpi import checkpoint, presets
 from esmpi.config import Config, UsageError, from_toml, load_toml
-from esmpi.train import EXIT_STOPPED
 
 _ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
 
@@ -195,6 +194,8 @@ _NOT_COMPARED = ("folder", "run_name", "generations", "print_every", "check_ever
 
 def run_here(suite: Suite, threads: int | None = None) -> int:
     """Train every run of `suite` that is not finished, one after another; return how many ran."""
+    from esmpi.train import EXIT_STOPPED  # here: `esmpi suite table` need not load numba
+
     check_current(suite)
     threads = threads or suite.threads
     esmpi = [sys.executable, "-m", "esmpi", "train"]

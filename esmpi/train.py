@@ -245,87 +245,6 @@ class Generation:
         return self.population.offsets.size
 
 
-def run_generation(
-    run: Run,
-    environment: envs.RankEnvironment,
-    actor: Actor,
-    table,
-    comm,
-    counter: parallel.TaskCounter,
-    stop_signal: int = 0,
-) -> Generation:
-    """Run the tasks `counter` gives this rank in generation `run.generation`: the population
-    the strategy asks for and the evaluation episodes, then, with --population-steps, further
-    rounds of new members while the population's episodes have taken fewer steps than that.
-    `stop_signal` (what this rank has received, 0: none) travels in the first round's sum, so
-    every rank learns at once whether any rank was told to stop."""
-    config, spec = run.config, run.spec
-    population = run.strategy.ask(run.state, config, run.generation, table.size)
-    tasks, n_eval = population.offsets.size, config.eval_episodes
-    seeds = noise.episode_seeds(config.seed, run.generation, tasks + n_eval)
-    if normalising(spec, config):
-        actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
-    rows, failures = run_round(run, environment, actor, table, comm, counter, population, seeds)
-    rows[tasks + n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
-    parallel.sum_records(comm, rows)
-    if not np.array_equal(rows[:tasks, OFFSET], population.offsets):
-        raise RuntimeError("ranks disagree on the noise offsets of this generation")
-    generation = Generation(population, rows, seeds, failures)
-    round_ = 1
-    while (added := tasks_to_add(config, generation, population.size)) > 0:
-        grown = grow(run, environment, actor, table, comm, counter, generation, added, round_)
-        generation, round_ = grown, round_ + 1
-    return generation
-
-
-def run_round(
-    run: Run,
-    environment: envs.RankEnvironment,
-    actor: Actor,
-    table,
-    comm,
-    counter: parallel.TaskCounter,
-    population: Population,
-    seeds: np.ndarray,
-) -> tuple[np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
-    """This rank's share of one round of tasks: the population's, then (where `seeds` holds more
-    than one per task) the evaluation episodes of the unperturbed policy. Returns the round's
-    table, filled in this rank's rows only, and its failed episodes by (task, sign index)."""
-    config, spec, theta = run.config, run.spec, run.state.theta
-    offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
-    n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
-    obs_start = FIXED_COLUMNS + 2 * environment.behaviour_size
-    table_rows = np.zeros((seeds.size + comm.Get_size(), obs_start + n_obs_columns))
-    member = cache_aligned_zeros(n_params)
-    scales = population.signed_scales()
-    rules = EpisodeRules.from_config(config, training=True)
-    evaluation_rules = EpisodeRules.from_config(config)
-    uncapped = environment.horizon
-    cap = run.episode_cap(uncapped)
-    failures = {}
-    started = time.perf_counter()
-    for task in counter.tasks(seeds.size):
-        row = table_rows[task]
-        if task >= tasks:  # an evaluation episode of the unperturbed policy
-            failed = play(
-                environment, actor, theta, seeds[task], evaluation_rules, row, 0, uncapped
-            )
-            if failed:
-                failures[task, 0] = failed
-            continue
-        eps = table[offsets[task] : offsets[task] + n_params]
-        for j, sign in enumerate(population.signs):
-            perturbed(theta, eps, scales[sign], member)
-            failed = play(environment, actor, member, seeds[task], rules, row, j, cap)
-            if failed:
-                failures[task, j] = failed
-            elif n_obs_columns:  # a failed member's observations never enter the statistics
-                row[obs_start:] += actor.obs_sums.ravel()
-        row[OFFSET] = offsets[task]
-    table_rows[seeds.size + comm.Get_rank(), RANK_SECONDS] = time.perf_counter() - started
-    return table_rows, failures
-
-
 def tasks_to_add(config: Config, generation: Generation, first_round: int) -> int:
     """How many tasks a growing population adds next: those of `first_round` (the strategy's
     popsize) more members, no more than --popsize-max in all, while the population's episodes
@@ -343,42 +262,6 @@ def tasks_to_add(config: Config, generation: Generation, first_round: int) -> in
 def most_members(config: Config, first_round: int) -> int:
     """--popsize-max, or 8 times the first round's members for 0."""
     return config.popsize_max or 8 * first_round
-
-
-def grow(
-    run: Run,
-    environment: envs.RankEnvironment,
-    actor: Actor,
-    table,
-    comm,
-    counter: parallel.TaskCounter,
-    generation: Generation,
-    tasks: int,
-    round_: int,
-) -> Generation:
-    """`generation` with round `round_` of a growing population: `tasks` new noise slices and
-    episode seeds drawn from (seed, generation, round), the same on every rank, their rows
-    placed after the population's (before the evaluation episodes')."""
-    config, n_params = run.config, run.spec.n_params
-    offsets = noise.noise_offsets(config.seed, run.generation, tasks, n_params, table.size, round_)
-    seeds = noise.episode_seeds(config.seed, run.generation, tasks, round_)
-    added = dataclasses.replace(generation.population, offsets=offsets)
-    rows, failures = run_round(run, environment, actor, table, comm, counter, added, seeds)
-    parallel.sum_records(comm, rows)
-    before = generation.tasks
-    old = generation.rows
-    combined = np.concatenate([old[:before], rows[:tasks], old[before:]])
-    combined[-comm.Get_size() :, RANK_SECONDS] += rows[tasks:, RANK_SECONDS]
-    moved = {
-        (task + tasks if task >= before else task, j): failed
-        for (task, j), failed in generation.failures.items()
-    }
-    moved.update({(before + task, j): failed for (task, j), failed in failures.items()})
-    population = dataclasses.replace(
-        generation.population, offsets=np.concatenate([generation.population.offsets, offsets])
-    )
-    all_seeds = np.concatenate([generation.seeds[:before], seeds, generation.seeds[before:]])
-    return Generation(population, combined, all_seeds, moved)
 
 
 def play(
@@ -700,6 +583,102 @@ class Trainer:
         checkpoint.save(self.path, to_checkpoint(self.run, self.comm.Get_size()))
         self.saved = self.run.generation
 
+    def run_generation(self, stop_signal: int = 0) -> Generation:
+        """Run the tasks the counter gives this rank in generation `run.generation`: the
+        population the strategy asks for and the evaluation episodes, then, with
+        --population-steps, further rounds of new members while the population's episodes have
+        taken fewer steps than that. `stop_signal` (what this rank has received, 0: none)
+        travels in the first round's sum, so every rank learns at once whether any rank was told
+        to stop."""
+        run, comm = self.run, self.comm
+        config = run.config
+        population = run.strategy.ask(run.state, config, run.generation, self.table.size)
+        tasks, n_eval = population.offsets.size, config.eval_episodes
+        seeds = noise.episode_seeds(config.seed, run.generation, tasks + n_eval)
+        if normalising(run.spec, config):
+            self.actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
+        rows, failures = self.run_round(population, seeds)
+        rows[tasks + n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
+        parallel.sum_records(comm, rows)
+        if not np.array_equal(rows[:tasks, OFFSET], population.offsets):
+            raise RuntimeError("ranks disagree on the noise offsets of this generation")
+        generation = Generation(population, rows, seeds, failures)
+        round_ = 1
+        while (added := tasks_to_add(config, generation, population.size)) > 0:
+            generation, round_ = self.grow(generation, added, round_), round_ + 1
+        return generation
+
+    def run_round(
+        self, population: Population, seeds: np.ndarray
+    ) -> tuple[np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
+        """This rank's share of one round of tasks: the population's, then (where `seeds` holds
+        more than one per task) the evaluation episodes of the unperturbed policy. Returns the
+        round's table, filled in this rank's rows only, and its failed episodes by (task, sign
+        index)."""
+        run, environment, actor, comm = self.run, self.environment, self.actor, self.comm
+        config, spec, theta = run.config, run.spec, run.state.theta
+        offsets, n_params, tasks = population.offsets, spec.n_params, population.offsets.size
+        n_obs_columns = 2 * spec.sizes[0] if normalising(spec, config) else 0
+        obs_start = FIXED_COLUMNS + 2 * environment.behaviour_size
+        table_rows = np.zeros((seeds.size + comm.Get_size(), obs_start + n_obs_columns))
+        member = cache_aligned_zeros(n_params)
+        scales = population.signed_scales()
+        rules = EpisodeRules.from_config(config, training=True)
+        evaluation_rules = EpisodeRules.from_config(config)
+        uncapped = environment.horizon
+        cap = run.episode_cap(uncapped)
+        failures = {}
+        started = time.perf_counter()
+        for task in self.counter.tasks(seeds.size):
+            row = table_rows[task]
+            if task >= tasks:  # an evaluation episode of the unperturbed policy
+                failed = play(
+                    environment, actor, theta, seeds[task], evaluation_rules, row, 0, uncapped
+                )
+                if failed:
+                    failures[task, 0] = failed
+                continue
+            eps = self.table[offsets[task] : offsets[task] + n_params]
+            for j, sign in enumerate(population.signs):
+                perturbed(theta, eps, scales[sign], member)
+                failed = play(environment, actor, member, seeds[task], rules, row, j, cap)
+                if failed:
+                    failures[task, j] = failed
+                elif n_obs_columns:  # a failed member's observations never enter the statistics
+                    row[obs_start:] += actor.obs_sums.ravel()
+            row[OFFSET] = offsets[task]
+        table_rows[seeds.size + comm.Get_rank(), RANK_SECONDS] = time.perf_counter() - started
+        return table_rows, failures
+
+    def grow(self, generation: Generation, tasks: int, round_: int) -> Generation:
+        """`generation` with round `round_` of a growing population: `tasks` new noise slices
+        and episode seeds drawn from (seed, generation, round), the same on every rank, their
+        rows placed after the population's (before the evaluation episodes')."""
+        run, comm = self.run, self.comm
+        config, n_params = run.config, run.spec.n_params
+        offsets = noise.noise_offsets(
+            config.seed, run.generation, tasks, n_params, self.table.size, round_
+        )
+        seeds = noise.episode_seeds(config.seed, run.generation, tasks, round_)
+        rows, failures = self.run_round(
+            dataclasses.replace(generation.population, offsets=offsets), seeds
+        )
+        parallel.sum_records(comm, rows)
+        before, old = generation.tasks, generation.rows
+        combined = np.concatenate([old[:before], rows[:tasks], old[before:]])
+        combined[-comm.Get_size() :, RANK_SECONDS] += rows[tasks:, RANK_SECONDS]
+        moved = {
+            (task + tasks if task >= before else task, j): failed
+            for (task, j), failed in generation.failures.items()
+        }
+        moved.update({(before + task, j): failed for (task, j), failed in failures.items()})
+        population = dataclasses.replace(
+            generation.population,
+            offsets=np.concatenate([generation.population.offsets, offsets]),
+        )
+        all_seeds = np.concatenate([generation.seeds[:before], seeds, generation.seeds[before:]])
+        return Generation(population, combined, all_seeds, moved)
+
     def generation(self, stop_signal: int = 0) -> int:
         """One generation on every rank: the rollouts, the update, the check that ranks agree on
         the parameters (every --check-every), and on rank 0 the progress line and the checkpoint
@@ -710,9 +689,7 @@ class Trainer:
         already take the next generation's tasks."""
         run, comm = self.run, self.comm
         started = time.perf_counter()
-        generation = run_generation(
-            run, self.environment, self.actor, self.table, comm, self.counter, stop_signal
-        )
+        generation = self.run_generation(stop_signal)
         seconds = time.perf_counter() - started
         population, table_rows = generation.population, generation.rows
         all_tasks = population.offsets.size + run.config.eval_episodes

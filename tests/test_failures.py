@@ -114,8 +114,7 @@ run = trainer.run
 for _ in range({before}):
     trainer.generation()
 before = run.state
-generation = train.run_generation(
-    run, trainer.environment, trainer.actor, trainer.table, comm, trainer.counter)
+generation = trainer.run_generation()
 population, rows, tasks = generation.population, generation.rows, generation.tasks
 returns = rows[:tasks, train.RETURN : train.RETURN + 2]
 failed = rows[:tasks, train.FAILURE : train.FAILURE + 2] == 2  # observation

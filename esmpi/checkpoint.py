@@ -13,6 +13,7 @@ Layout (format_version 2; README "Checkpoint format" shows the same):
     /best             attrs: eval_return, generation; datasets theta, obs_mean, obs_var
     /history          table, one row per generation (columns in HISTORY_COLUMNS)
     /final            attrs: generation, theta_mean, best_mean; datasets seeds, returns, lengths
+                      (and behaviours with --behaviour)
                       (the end-of-run evaluation; absent before a run has finished once)
 
 Every group and dataset carries a `description` attribute, every dataset a `unit`, and each history
@@ -157,6 +158,7 @@ class FinalEvaluation:
     seeds: np.ndarray  # int64 (episodes,)
     returns: np.ndarray  # float64 (2, episodes): theta's, then best/theta's
     lengths: np.ndarray  # int64 (2, episodes)
+    behaviours: np.ndarray | None = None  # float64 (2, episodes, B) with --behaviour
 
     @property
     def means(self) -> tuple[float, float]:
@@ -328,6 +330,8 @@ def _write_final(h5, final: FinalEvaluation) -> None:
     _dataset(group, "seeds", final.seeds, "reset seed of each episode", "1")
     _dataset(group, "returns", final.returns, "episode returns: theta, best/theta", "return")
     _dataset(group, "lengths", final.lengths, "episode lengths: theta, best/theta", "steps")
+    if final.behaviours is not None:
+        _dataset(group, "behaviours", final.behaviours, "BC of each episode", "per BC")
 
 
 _POLICY_DESCRIPTION = (
@@ -497,6 +501,7 @@ def _read_final(h5) -> FinalEvaluation | None:
         group["seeds"][...],
         group["returns"][...],
         group["lengths"][...],
+        group["behaviours"][...] if "behaviours" in group else None,
     )
 
 

@@ -118,7 +118,8 @@ class Config:
         "openai-es",
         "Search strategy: 'openai-es' (Salimans et al. 2017), 'pgpe' (Sehnke et al. 2010 with "
         "ClipUp), 'snes' (Schaul et al. 2011), 'ars' (Mania et al. 2018), 'sep-cma-es' (Ros and "
-        "Hansen 2008)",
+        "Hansen 2008), 'ns-es', 'nsr-es', 'nsra-es' (Conti et al. 2018: novelty search, needs "
+        "--behaviour)",
     )
     popsize: int = _option(
         64,
@@ -173,6 +174,27 @@ class Config:
         0,
         "ars: update along the best b directions, ranked by max(r+, r-) (ARS V1-t/V2-t); 0 "
         "uses them all",
+    )
+    parents: int = _option(
+        5,
+        "ns-es, nsr-es, nsra-es: the meta-population, M parents (each its own parameters, "
+        "optimizer and observation normalisation); one of them is perturbed per generation",
+    )
+    neighbours: int = _option(
+        10, "ns-es, nsr-es, nsra-es: novelty is the mean distance to this many nearest archive BCs"
+    )
+    reward_weight: float = _option(
+        0.5,
+        "nsr-es: the weight of the reward rank in the update (the novelty rank gets the rest); "
+        "nsra-es: its starting value (1.0 by default there)",
+    )
+    weight_step: float = _option(
+        0.05,
+        "nsra-es: --reward-weight rises by this when the evaluation return sets a record and "
+        "falls by it after --weight-patience generations without one",
+    )
+    weight_patience: int = _option(
+        10, "nsra-es: generations without a record evaluation return before the weight falls"
     )
     lr_decay: float = _option(
         1.0, "Multiply lr by this each generation while lr > lr_min", "--decay"
@@ -313,6 +335,10 @@ def validate(config: Config) -> Config:
     ):
         if getattr(config, name) < 0:
             raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+    if config.parents < 1 or config.neighbours < 1 or config.weight_patience < 1:
+        raise UsageError("--parents, --neighbours and --weight-patience must be at least 1.")
+    if not 0 <= config.reward_weight <= 1 or not 0 <= config.weight_step <= 1:
+        raise UsageError("--reward-weight and --weight-step must be in [0, 1].")
     if config.popsize_max and not config.population_steps:
         raise UsageError("--popsize-max bounds a growing population; give --population-steps too.")
     if config.popsize_max and config.popsize_max < config.popsize:

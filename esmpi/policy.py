@@ -187,13 +187,15 @@ def _check_action_map(action_map: str, action_space, low: np.ndarray, high: np.n
         )
 
 
-def initial_theta(spec: PolicySpec, seed: int) -> np.ndarray:
+def initial_theta(spec: PolicySpec, seed: int, index: int = 0) -> np.ndarray:
     """Parameters drawn like the Salimans et al. starter code: each weight column scaled to unit
     norm (0.01 for the output layer, so that the first actions are near the middle), zero biases.
-    A linear policy starts at zero, as ARS's M = 0 (Mania et al. 2018, Algorithm 2)."""
+    A linear policy starts at zero, as ARS's M = 0 (Mania et al. 2018, Algorithm 2). `index`
+    numbers the starting points of a meta-population (each its own draw; 0 is the run's)."""
     if spec.kind == "linear":
         return np.zeros(spec.n_params, dtype=np.float32)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1217]))
+    entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     parts = []
     for size, c_in, c_out in spec.conv_shapes:  # HWIO, each output channel's filter unit norm
         weights = rng.standard_normal((size * size * c_in, c_out))

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,13 @@ def create_run_folder(path: str) -> None:
 
 def new_run(config: Config, spec: PolicySpec) -> Run:
     theta = initial_theta(spec, config.seed)
-    state = strategies.get(config.strategy).initial(config, theta)
+    count = strategies.starting_points(config)
+    starts = (
+        theta
+        if count == 1
+        else np.stack([initial_theta(spec, config.seed, i) for i in range(count)])
+    )
+    state = strategies.get(config.strategy).initial(config, starts)
     obs_norm = ObsNorm.initial(spec.sizes[0])
     return Run(config, spec, state, obs_norm, (-np.inf, 0, theta.copy(), obs_norm), [])
 
@@ -232,13 +239,15 @@ def normalising(spec: PolicySpec, config: Config) -> bool:
 class Generation:
     """What one generation evaluated, the same on every rank: the members (the strategy's, then
     those a growing population added), the task table summed over ranks (the population's tasks,
-    the evaluation episodes, then one row per rank), each task's episode seed, and the episodes
-    that failed on this rank by (task, sign index)."""
+    the evaluation episodes, then one row per rank), each task's episode seed, the episodes
+    that failed on this rank by (task, sign index), and the parameters and normalisation the
+    evaluation episodes ran (the centre before a strategy's `select` moved it)."""
 
     population: Population
     rows: np.ndarray
     seeds: np.ndarray
     failures: dict[tuple[int, int], EpisodeFailed]
+    evaluated: tuple[np.ndarray, ObsNorm]
 
     @property
     def tasks(self) -> int:
@@ -328,7 +337,11 @@ def final_evaluation(run: Run, environment, actor: Actor, comm, counter) -> None
     parallel.sum_records(comm, rows)
     returns = rows[:, RETURN].reshape(2, episodes)
     lengths = rows[:, LENGTH].astype(np.int64).reshape(2, episodes)
-    run.final = checkpoint.FinalEvaluation(run.generation, seeds, returns, lengths)
+    size = environment.behaviour_size
+    behaviours = rows[:, FIXED_COLUMNS : FIXED_COLUMNS + size].reshape(2, episodes, size)
+    run.final = checkpoint.FinalEvaluation(
+        run.generation, seeds, returns, lengths, behaviours if size else None
+    )
 
 
 def needs_final_evaluation(run: Run) -> bool:
@@ -381,8 +394,7 @@ def population_statistics(returns: np.ndarray) -> tuple[float, float, float, flo
 
 def advance(
     run: Run,
-    population: Population,
-    table_rows: np.ndarray,
+    generation: Generation,
     table,
     seconds: float,
     checkpoint_s: float,
@@ -392,8 +404,9 @@ def advance(
     """Apply one generation's results to `run` (identically on every rank, but for the timings in
     the history row: `seconds` since the generation started and `checkpoint_s` spent writing the
     previous checkpoint, as this rank measured them). `horizon` bounds the adaptive cap;
-    `behaviour_size` is the number of each BC's columns in `table_rows` (--behaviour)."""
+    `behaviour_size` is the number of each BC's columns in the table (--behaviour)."""
     update_started = time.perf_counter()
+    population, table_rows = generation.population, generation.rows
     config, tasks, width = run.config, population.offsets.size, len(population.signs)
     returns = table_rows[:tasks, RETURN : RETURN + width]
     lengths = table_rows[:tasks, LENGTH : LENGTH + width]
@@ -403,8 +416,11 @@ def advance(
     steps = int(lengths.sum() + table_rows[tasks:all_tasks, LENGTH].sum())
     lr, sigma = run.strategy.step_sizes(run.state, population)
     if eval_return > run.best[0]:
-        run.best = (eval_return, run.generation + 1, run.state.theta.copy(), run.obs_norm)
-    run.state = run.strategy.tell(run.state, population, returns, table, config)
+        evaluated_theta, evaluated_norm = generation.evaluated
+        run.best = (eval_return, run.generation + 1, evaluated_theta.copy(), evaluated_norm)
+    members = table_rows[:tasks, FIXED_COLUMNS : FIXED_COLUMNS + width * behaviour_size]
+    behaviours = members.reshape(tasks, width, behaviour_size) if behaviour_size else None
+    run.state = run.strategy.tell(run.state, population, returns, table, config, behaviours)
     if normalising(run.spec, config):
         n_obs = run.spec.sizes[0]
         sums = table_rows[:tasks, -2 * n_obs :].sum(axis=0)
@@ -412,7 +428,6 @@ def advance(
         count = float(lengths[scored].sum())
         run.obs_norm = run.obs_norm.merged(count, sums[:n_obs], sums[n_obs:])
     if run.behaviours is not None:
-        members = table_rows[:tasks, FIXED_COLUMNS : FIXED_COLUMNS + width * behaviour_size]
         evaluations = table_rows[tasks:all_tasks, FIXED_COLUMNS : FIXED_COLUMNS + behaviour_size]
         run.behaviours.append((members.reshape(-1, behaviour_size), evaluations.copy()))
     run.generation += 1
@@ -595,18 +610,57 @@ class Trainer:
         population = run.strategy.ask(run.state, config, run.generation, self.table.size)
         tasks, n_eval = population.offsets.size, config.eval_episodes
         seeds = noise.episode_seeds(config.seed, run.generation, tasks + n_eval)
-        if normalising(run.spec, config):
-            self.actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
-        rows, failures = self.run_round(population, seeds)
-        rows[tasks + n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
-        parallel.sum_records(comm, rows)
+        evaluated = (run.state.theta, run.obs_norm)
+        self.normalise()
+        select = strategies.selector(config.strategy)
+        if select:
+            rows, failures = self.run_selecting(population, seeds, stop_signal, select)
+        else:
+            rows, failures = self.run_round(population, seeds)
+            rows[tasks + n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
+            parallel.sum_records(comm, rows)
         if not np.array_equal(rows[:tasks, OFFSET], population.offsets):
             raise RuntimeError("ranks disagree on the noise offsets of this generation")
-        generation = Generation(population, rows, seeds, failures)
+        generation = Generation(population, rows, seeds, failures, evaluated)
         round_ = 1
         while (added := tasks_to_add(config, generation, population.size)) > 0:
             generation, round_ = self.grow(generation, added, round_), round_ + 1
         return generation
+
+    def normalise(self) -> None:
+        """The actor normalises observations with the run's statistics (where it normalises)."""
+        run = self.run
+        if normalising(run.spec, run.config):
+            self.actor.set_normalisation(run.obs_norm.mean, run.obs_norm.std)
+
+    def run_selecting(
+        self, population: Population, seeds: np.ndarray, stop_signal: int, select: Callable
+    ) -> tuple[np.ndarray, dict[tuple[int, int], EpisodeFailed]]:
+        """A generation of a strategy that selects its centre: the evaluation episodes of
+        `state.theta` as a round of their own (carrying `stop_signal`), the strategy's `select`
+        with their returns and BCs, then the population around the centre it chose. Returns the
+        rows summed over ranks as `run_round` lays them out, and this rank's failed episodes."""
+        run, comm, config = self.run, self.comm, self.run.config
+        tasks, n_eval, size = population.offsets.size, config.eval_episodes, comm.Get_size()
+        alone = dataclasses.replace(population, offsets=population.offsets[:0])
+        measured, measure_failures = self.run_round(alone, seeds[tasks:])
+        measured[n_eval + comm.Get_rank(), RANK_STOP_SIGNAL] = stop_signal
+        parallel.sum_records(comm, measured)
+        behaviours = measured[
+            :n_eval, FIXED_COLUMNS : FIXED_COLUMNS + self.environment.behaviour_size
+        ]
+        run.state, run.obs_norm = select(
+            run.state, config, run.generation, measured[:n_eval, RETURN], behaviours, run.obs_norm
+        )
+        self.normalise()
+        rows, failures = self.run_round(population, seeds[:tasks])
+        parallel.sum_records(comm, rows)
+        combined = np.concatenate([rows[:tasks], measured])
+        combined[-size:, RANK_SECONDS] += rows[tasks:, RANK_SECONDS]
+        failures.update(
+            {(tasks + task, j): failed for (task, j), failed in measure_failures.items()}
+        )
+        return combined, failures
 
     def run_round(
         self, population: Population, seeds: np.ndarray
@@ -677,7 +731,7 @@ class Trainer:
             offsets=np.concatenate([generation.population.offsets, offsets]),
         )
         all_seeds = np.concatenate([generation.seeds[:before], seeds, generation.seeds[before:]])
-        return Generation(population, combined, all_seeds, moved)
+        return Generation(population, combined, all_seeds, moved, generation.evaluated)
 
     def generation(self, stop_signal: int = 0) -> int:
         """One generation on every rank: the rollouts, the update, the check that ranks agree on
@@ -699,8 +753,7 @@ class Trainer:
         horizon = self.environment.horizon
         advance(
             run,
-            population,
-            table_rows,
+            generation,
             self.table,
             seconds,
             self.checkpoint_s,

@@ -49,3 +49,9 @@ gymnasium.register("ToyMissing-v0", entry_point=NeedsMissingPackage)
 def pendulum_state(env, info):
     """A --behaviour module:function for the tests: the pendulum's final (angle, velocity)."""
     return env.unwrapped.state
+
+
+def cart_position(env, info):
+    """A --behaviour module:function for the tests: the cart's final position and pole angle."""
+    state = env.unwrapped.state
+    return state[0], state[2]

@@ -1,13 +1,15 @@
 """The search strategies, by the name `--strategy` takes. Each module is one strategy (its paper
 in its docstring) with the interface described in `base`; the shared pieces are `fitness`
-(shaping) and `optimizers` (Adam, SGD with momentum, ClipUp)."""
+(shaping), `optimizers` (Adam, SGD with momentum, ClipUp) and `novelty` (the archive's
+k-nearest novelty and the parent draw of the novelty-seeking family, `novelty_es`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from esmpi.config import UsageError
-from esmpi.strategies import ars, openai_es, pgpe, sep_cma_es, snes
+from esmpi.config import Config, UsageError
+from esmpi.strategies import ars, ns_es, nsr_es, nsra_es, openai_es, pgpe, sep_cma_es, snes
 from esmpi.strategies.base import Strategy, as_strategy
 
 REGISTRY: dict[str, Strategy] = {
@@ -16,6 +18,9 @@ REGISTRY: dict[str, Strategy] = {
     "pgpe": as_strategy(pgpe),
     "snes": as_strategy(snes),
     "sep-cma-es": as_strategy(sep_cma_es),
+    "ns-es": as_strategy(ns_es),
+    "nsr-es": as_strategy(nsr_es),
+    "nsra-es": as_strategy(nsra_es),
 }
 
 
@@ -24,6 +29,19 @@ def get(name: str) -> Strategy:
     if name not in REGISTRY:
         raise UsageError(f"--strategy must be one of {', '.join(REGISTRY)}; got {name!r}.")
     return REGISTRY[name]
+
+
+def starting_points(config: Config) -> int:
+    """How many initial parameter vectors config.strategy starts from (1 but for a
+    meta-population)."""
+    count = getattr(get(config.strategy), "starting_points", None)
+    return count(config) if count else 1
+
+
+def selector(name: str) -> Callable | None:
+    """The `select` of strategy `name`, which chooses each generation's centre after measuring
+    the last one (see `base`), or None for a strategy with one centre."""
+    return getattr(get(name), "select", None)
 
 
 def own_options(name: str) -> frozenset[str]:

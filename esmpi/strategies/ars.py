@@ -93,7 +93,12 @@ def top_directions(returns: np.ndarray, count: int) -> np.ndarray:
 
 
 def tell(
-    state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
+    state: State,
+    population: Population,
+    returns: np.ndarray,
+    table: np.ndarray,
+    config: Config,
+    behaviours: np.ndarray | None = None,
 ) -> State:
     """One step from the returns (pairs, 2) of the members (+delta, -delta)."""
     kept = top_directions(returns, directions_used(config, returns.shape[0]))

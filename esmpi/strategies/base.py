@@ -3,12 +3,21 @@ how its frozen state is described as named arrays for the checkpoint.
 
 A strategy is a module with a frozen `State` (its `theta` is the centre the unperturbed policy
 runs), `initial(config, theta) -> State`, `ask(state, config, generation, table_size) ->
-Population`, `tell(state, population, returns, table, config) -> State` and
+Population`, `tell(state, population, returns, table, config, behaviours=None) -> State`
+(`behaviours`: the members' BCs (tasks, len(signs), B) with --behaviour, else None) and
 `step_sizes(state, population) -> (lr, sigma)` for the history; `OPTIONS` names the Config fields
 it reads beyond the common ones, `DEFAULTS` the values it needs where the dataclass defaults are
 OpenAI-ES's. Pure numpy: no MPI, HDF5 or Gymnasium. Every rank calls `ask` and `tell` with the same
 inputs and gets the same bits, so results do not depend on the number of ranks (evosax's
 init/ask/tell on an immutable state).
+
+Two optional functions serve strategies with several centres (novelty search's meta-population):
+`starting_points(config) -> int`, the number of initial parameter vectors `initial` then gets
+stacked (count, n_params) instead of one; and `select(state, config, generation, returns,
+behaviours, obs_norm) -> (state, obs_norm)`. With `select`, each generation first runs the
+evaluation episodes of `state.theta` alone (their returns (K,) and BCs (K, B)), then `select`
+chooses the centre that `ask`'s population (drawn before, the same whichever centre) perturbs, and
+swaps the observation normalisation for that centre's.
 """
 
 from __future__ import annotations
@@ -94,6 +103,7 @@ class Strategy(Protocol):
         returns: np.ndarray,
         table: np.ndarray,
         config: Config,
+        behaviours: np.ndarray | None = None,
     ) -> Any: ...
 
     def step_sizes(self, state: Any, population: Population) -> tuple[float, float]: ...

@@ -88,7 +88,12 @@ def decayed(lr: float, sigma: float, config: Config) -> tuple[float, float]:
 
 
 def tell(
-    state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
+    state: State,
+    population: Population,
+    returns: np.ndarray,
+    table: np.ndarray,
+    config: Config,
+    behaviours: np.ndarray | None = None,
 ) -> State:
     """One update from the returns (pairs, 2) of the members (+eps, -eps)."""
     offsets = population.offsets

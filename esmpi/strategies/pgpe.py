@@ -111,7 +111,12 @@ def updated_sigma(
 
 
 def tell(
-    state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
+    state: State,
+    population: Population,
+    returns: np.ndarray,
+    table: np.ndarray,
+    config: Config,
+    behaviours: np.ndarray | None = None,
 ) -> State:
     """One update from the returns (pairs, 2) of the members (+eps, -eps)."""
     ranks = fitness.centered_ranks(returns)

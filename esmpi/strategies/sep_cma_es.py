@@ -139,7 +139,12 @@ def weighted_moments(
 
 
 def tell(
-    state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
+    state: State,
+    population: Population,
+    returns: np.ndarray,
+    table: np.ndarray,
+    config: Config,
+    behaviours: np.ndarray | None = None,
 ) -> State:
     """One update of m, the paths, C and sigma from the returns (lambda, 1) of the members."""
     n = state.theta.size

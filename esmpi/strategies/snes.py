@@ -106,7 +106,12 @@ def gradients(
 
 
 def tell(
-    state: State, population: Population, returns: np.ndarray, table: np.ndarray, config: Config
+    state: State,
+    population: Population,
+    returns: np.ndarray,
+    table: np.ndarray,
+    config: Config,
+    behaviours: np.ndarray | None = None,
 ) -> State:
     """One natural-gradient step from the returns (tasks, len(signs)) of the members."""
     n_params = state.theta.size

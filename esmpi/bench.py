@@ -375,8 +375,8 @@ def train_run(
 def strategy_updates(ranks: int, popsize: int, folder: str, cap: int, openai_es: dict) -> list:
     """Each strategy's update (its `tell`, and the observation statistics) as a share of a
     HalfCheetah-v5 generation at `popsize`, all with the default MLP (ARS's default linear
-    policy would hide the cost of a large parameter vector); `openai_es` is that run already
-    made with the defaults."""
+    policy would hide the cost of a large parameter vector; the novelty strategies measure the
+    position BC); `openai_es` is that run already made with the defaults."""
     from esmpi import strategies
 
     rows = []
@@ -384,7 +384,9 @@ def strategy_updates(ranks: int, popsize: int, folder: str, cap: int, openai_es:
         if name == "openai-es":
             figures = openai_es
         else:
-            options = ("--strategy", name, "--policy", "mlp")
+            options: tuple[str, ...] = ("--strategy", name, "--policy", "mlp")
+            if strategies.selector(name):  # novelty search: its BC, the torso's final (x, y)
+                options += ("--behaviour", "position")
             figures = train_run("HalfCheetah-v5", ranks, popsize, 2, folder, cap, options)
         rows.append(
             {

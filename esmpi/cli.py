@@ -330,6 +330,13 @@ def _add_results_commands(commands) -> None:
         "--x", default="generation", choices=("generation", "timesteps", "wall"), help="x axis"
     )
     plot.add_argument("--dpi", type=int, default=100, help="resolution of a PNG")
+    plot.add_argument(
+        "--behaviours",
+        action="store_true",
+        help="plot where the episodes ended instead (runs trained with --behaviour): the "
+        "evaluation episodes' BCs, best/theta's final evaluation, and the maze of a maze_map; "
+        "prints in how many seeds best/theta reached the goal",
+    )
 
     export = commands.add_parser(
         "export",
@@ -463,6 +470,14 @@ def run_inspect(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from esmpi import plotting, results
 
+    if args.behaviours:
+        runs = results.behaviour_runs(args.paths)
+        plotting.save(plotting.behaviour_map(runs), args.output, args.dpi)
+        print(f"esmpi: where the episodes of {len(runs)} run(s) ended, in {args.output}")
+        summary = results.goal_summary(runs)
+        if summary:
+            print(summary)
+        return 0
     summaries = results.summarise_all(args.paths)
     plotting.save(plotting.learning_curves(summaries, args.x), args.output, args.dpi)
     print(f"esmpi: {len(summaries)} run(s) plotted in {args.output}")

@@ -1,6 +1,9 @@
 """Learning curves of `esmpi plot`: one panel per environment, one colour per configuration, the
 mean over seeds as a line and the range over seeds (min to max) as a band; the evaluation return
-(unperturbed policy) solid, the population mean dashed.
+(unperturbed policy) solid, the population mean dashed. With --behaviours, where the policies
+went instead: one panel per configuration, the first two numbers of each evaluation episode's BC
+as dots coloured by generation, best/theta's final evaluation as one marker shape per seed, over
+the maze's walls, start and goal where the run trained in a maze_map.
 
 Figures are built with matplotlib's object interface on the Agg canvas, never pyplot, so plotting
 needs no display and leaves matplotlib's global backend alone.
@@ -13,7 +16,13 @@ import os
 import numpy as np
 
 from esmpi.config import UsageError
-from esmpi.results import RunSummary, configuration_groups, group_label
+from esmpi.results import (
+    BehaviourRun,
+    RunSummary,
+    behaviour_groups,
+    configuration_groups,
+    group_label,
+)
 
 # --x choice: (history column, axis label)
 X_AXES = {
@@ -76,6 +85,79 @@ def _draw_group(ax, runs: list[RunSummary], label: str, colour: str, x_column: s
         ax.plot(grid, values.mean(axis=0), style, color=colour, label=f"{name} ({seeds})")
         if len(runs) > 1:
             ax.fill_between(grid, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.15)
+
+
+SEED_MARKERS = "os^Dvp*hX"
+
+
+def behaviour_map(runs: list[BehaviourRun]):
+    """A matplotlib Figure of where each configuration's policies ended (see the docstring)."""
+    from matplotlib.figure import Figure
+
+    groups = behaviour_groups(runs)
+    figure = Figure(figsize=(4.2 * min(len(groups), 4), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(groups), squeeze=False)[0]
+    last = max(int(run.generations.max()) for run in runs)
+    for (name, members), ax in zip(groups.items(), axes, strict=True):
+        maze = members[0].maze
+        if maze is not None:
+            _draw_maze(ax, maze)
+        for index, run in enumerate(members):
+            dots = ax.scatter(
+                run.evaluations[:, 0],
+                run.evaluations[:, 1],
+                c=run.generations,
+                cmap="viridis",
+                vmin=1,
+                vmax=last,
+                s=4,
+                alpha=0.35,
+                linewidths=0,
+            )
+            if run.final_best is not None:
+                ax.scatter(
+                    run.final_best[:, 0],
+                    run.final_best[:, 1],
+                    marker=SEED_MARKERS[index % len(SEED_MARKERS)],
+                    s=60,
+                    facecolors="none",
+                    edgecolors="C3",
+                    linewidths=1.5,
+                    label=f"seed {run.summary.seed}: best/theta",
+                )
+        shares = [share for run in members if (share := run.goal_share()) is not None]
+        reached = ""
+        if shares and len(shares) == len(members):
+            reached = f"\ngoal reached in {sum(s >= 0.5 for s in shares)} of {len(shares)} seeds"
+        ax.set_title(f"{name}{reached}", fontsize="medium")
+        ax.set_aspect("equal")
+        if any(run.final_best is not None for run in members):
+            ax.legend(fontsize="x-small", loc="best")
+    figure.colorbar(dots, ax=axes.tolist(), label="generation", shrink=0.8)
+    figure.suptitle(
+        "where the episodes ended: evaluation episodes (dots), best/theta's final evaluation "
+        "(markers)",
+        fontsize="medium",
+    )
+    return figure
+
+
+def _draw_maze(ax, maze) -> None:
+    """The maze's walls as grey squares, its start cells as a circle and goal cells as a star."""
+    from matplotlib.patches import Rectangle
+
+    half = maze.scaling / 2
+    for x, y in maze.of_kind("1"):
+        ax.add_patch(Rectangle((x - half, y - half), maze.scaling, maze.scaling, color="0.6"))
+    for x, y in maze.of_kind("r"):
+        ax.plot(x, y, "o", color="k", markersize=7, markerfacecolor="none")
+    for x, y in maze.of_kind("gc"):
+        ax.plot(x, y, "*", color="gold", markersize=14, markeredgecolor="k")
+    height, width = maze.shape
+    ax.set_xlim(-width * half, width * half)
+    ax.set_ylim(-height * half, height * half)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def save(figure, path: str, dpi: int = 100) -> None:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from esmpi import checkpoint
+from esmpi import checkpoint, mazes
 from esmpi.config import UsageError, from_toml
 
 # Options that say how a run is named, reported or how long it lasts, not what it computes: runs
@@ -299,3 +299,79 @@ def _shown(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
+
+
+@dataclass(frozen=True)
+class BehaviourRun:
+    """What `esmpi plot --behaviours` draws of one run trained with --behaviour."""
+
+    summary: RunSummary
+    evaluations: (
+        np.ndarray
+    )  # (episodes, B): the evaluation episodes' BCs, generation after generation
+    generations: np.ndarray  # (episodes,): the generation of each
+    final_best: np.ndarray | None  # (K, B): best/theta's final evaluation, where it has one
+    maze: mazes.Maze | None  # the layout, where --env-kwargs gave a maze_map
+
+    def goal_share(self) -> float | None:
+        """The share of best/theta's final-evaluation episodes that ended in a goal cell (None
+        without a maze or a final evaluation)."""
+        if self.maze is None or self.final_best is None:
+            return None
+        return float(self.maze.in_goal(self.final_best[:, :2]).mean())
+
+
+def behaviour_runs(paths: list[str]) -> list[BehaviourRun]:
+    """The runs that `paths` name, with their BCs; UsageError for a run without them."""
+    found = []
+    for summary in summarise_all(paths):
+        state = checkpoint.load(summary.path)
+        if state.behaviours is None or not state.behaviours.evaluations.size:
+            raise UsageError(f"{summary.path} was trained without --behaviour: no BCs to plot.")
+        evaluations = state.behaviours.evaluations
+        per_generation = len(evaluations) // max(len(state.history), 1)
+        generations = np.repeat(state.history["generation"], per_generation)
+        final = checkpoint.final_at(state.final, state.generation)
+        final_best = (
+            final.behaviours[1] if final is not None and final.behaviours is not None else None
+        )
+        config = from_toml(state.config_toml)
+        maze = mazes.from_config(config.env, config.env_kwargs)
+        found.append(BehaviourRun(summary, evaluations, generations, final_best, maze))
+    return found
+
+
+def behaviour_groups(runs: list[BehaviourRun]) -> dict[str, list[BehaviourRun]]:
+    """The runs by configuration (seeds of one setting together), each named by its strategy,
+    with the options that set it apart where two configurations share a strategy."""
+    groups = configuration_groups([run.summary for run in runs])
+    keys = list(groups)
+    strategies = [dict(key[1])["strategy"] for key in keys]
+    named: dict[str, list[BehaviourRun]] = {}
+    for key, strategy in zip(keys, strategies, strict=True):
+        name = strategy
+        if strategies.count(strategy) > 1 or len({key[0] for key in keys}) > 1:
+            name = f"{key[0]} {strategy} {group_label(key, keys)}".strip()
+        named[name] = [run for run in runs if any(run.summary is s for s in groups[key])]
+    return named
+
+
+def goal_summary(runs: list[BehaviourRun]) -> str:
+    """One line per configuration: in how many seeds best/theta's final evaluation ended in the
+    goal cell in at least half of its episodes (runs without a maze or a final evaluation are
+    left out)."""
+    lines = []
+    for name, members in behaviour_groups(runs).items():
+        shares = [run.goal_share() for run in members]
+        known = [
+            (run, share) for run, share in zip(members, shares, strict=True) if share is not None
+        ]
+        if not known:
+            continue
+        reached = sum(share >= 0.5 for _, share in known)
+        each = ", ".join(f"seed {run.summary.seed} {share:.0%}" for run, share in known)
+        lines.append(
+            f"{name}: goal reached in {reached} of {len(known)} seeds (best/theta's final "
+            f"evaluation episodes that ended in the goal cell: {each})"
+        )
+    return "\n".join(lines)

@@ -64,7 +64,11 @@ class Row:
         arguments = ["--env", self.env, "--strategy", self.strategy, "--seed", seed]
         arguments += ["--total-steps", str(self.total_steps)]
         for name, value in self.options.items():
-            arguments += [f"--{name.replace('_', '-')}", _flag_value(value)]
+            flag = name.replace("_", "-")
+            if isinstance(value, bool):  # the command line spells booleans --X and --no-X
+                arguments.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                arguments += [f"--{flag}", _flag_value(value)]
         return arguments
 
     def train_arguments(self, seed: int, folder: str) -> list[str]:

@@ -2,12 +2,14 @@
 sentences for names that cannot work, and on real MPI ranks the checkpoint's /behaviour,
 identical on 1 and 3 ranks and across a resume, NaN for failed episodes."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 
-from conftest import SMALL_TABLE, checked, esmpi
-from esmpi import behaviour, envs
+from conftest import SMALL_TABLE, TESTS, checked, esmpi
+from esmpi import behaviour, envs, mazes, suite
 from esmpi.config import Config, UsageError
 from esmpi.policy import actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import run_episode
@@ -127,22 +129,19 @@ def test_a_failed_episode_has_no_behaviour(runs):
 
 # Gymnasium-Robotics' U-maze made deceptive: the start ('r') above the goal ('g'), a wall between
 # them, so that the dense reward (exp(-distance)) leads into the wall (esmpi[robotics]).
-DECEPTIVE_MAZE = (
-    '{"maze_map": [[1, 1, 1, 1, 1], [1, "r", 0, 0, 1], [1, 1, 1, 0, 1], [1, "g", 0, 0, 1], '
-    '[1, 1, 1, 1, 1]], "reward_type": "dense", "continuing_task": false}'
+# The deceptive maze of the results suite jobs/suites/maze.toml (one definition for both).
+MAZE_KWARGS = (
+    suite.load(str(TESTS.parent / "jobs" / "suites" / "maze.toml")).rows[0].options["env_kwargs"]
 )
+DECEPTIVE_MAZE = json.dumps(MAZE_KWARGS)
 
 
 def test_position_in_a_maze_is_the_agents_final_xy():
     """The ball's (x, y), which the maze's flattened observation also holds (achieved_goal,
     its first two entries)."""
-    import json
-
-    config = Config(
-        env="PointMaze_UMaze-v3", env_kwargs=json.loads(DECEPTIVE_MAZE), flatten_obs=True
-    )
+    config = Config(env="PointMaze_UMaze-v3", env_kwargs=MAZE_KWARGS, flatten_obs=True)
     made, stepped, horizon = envs.make_for_rollouts(config)
-    assert horizon == 300 and stepped.observation_space.shape == (8,)
+    assert horizon == 500 and stepped.observation_space.shape == (8,)
     envs.first_reset(made, 0)
     spec = spec_for_spaces(stepped.observation_space, stepped.action_space, config)
     actor = actor_for(spec)
@@ -152,20 +151,45 @@ def test_position_in_a_maze_is_the_agents_final_xy():
     for _ in range(30):
         obs, *_ = stepped.step(actor.act(obs, theta))
     assert np.array_equal(behaviour.final_position(stepped), obs[:2].astype(np.float64))
-    assert np.abs(start - [-1.0, 1.0]).max() <= 0.25  # the 'r' cell, with the maze's jitter
+    assert np.abs(start - [-2.0, 1.0]).max() <= 0.25  # the 'r' cell, with the maze's jitter
+
+
+def test_the_maze_layout_puts_cells_where_gymnasium_robotics_does():
+    config = Config(env="PointMaze_UMaze-v3", env_kwargs=MAZE_KWARGS, flatten_obs=True)
+    made, _, _ = envs.make_for_rollouts(config)
+    own = made.unwrapped.maze
+    layout = mazes.from_config(config.env, config.env_kwargs)
+    assert layout is not None and layout.shape == (5, 7)
+    for row in range(5):
+        for col in range(7):
+            assert layout.centre(row, col) == pytest.approx(own.cell_rowcol_to_xy((row, col)))
+    assert layout.of_kind("r") == [(-2.0, 1.0)] and layout.of_kind("g") == [(-2.0, -1.0)]
+    inside = layout.in_goal(np.array([[-2.0, -1.0], [-1.55, -0.55], [-2.0, 1.0], [-1.4, -1.0]]))
+    assert inside.tolist() == [True, True, False, False]
+    assert mazes.from_config("AntMaze_UMaze-v5", {"maze_map": [[1, "g"]]}).scaling == 4.0
+    assert mazes.from_config("PointMaze_UMaze-v3", {}) is None
 
 
 @pytest.mark.mpi
-def test_the_deceptive_maze_trains_with_the_position_behaviour_on_two_ranks(runs):
+def test_novelty_search_trains_in_the_deceptive_maze_and_the_plot_shows_where_it_went(runs):
     checked(
         esmpi(
             *("train", "--env", "PointMaze_UMaze-v3", "--env-kwargs", DECEPTIVE_MAZE),
             *("--flatten-obs", "--behaviour", "position", "--popsize", "8", "--hidden", "8"),
-            *("--generations", "2", "--final-episodes", "0", *SMALL_TABLE),
+            *("--strategy", "ns-es", "--parents", "2", "--max-steps", "100"),
+            *("--generations", "3", "--final-episodes", "3", *SMALL_TABLE),
             *("--folder", str(runs), "--run-name", "maze"),
             ranks=2,
         )
     )
     _, members, evaluations, counts = stored(runs / "maze")
-    assert counts.tolist() == [8, 8] and members.shape == (16, 2) and evaluations.shape == (2, 2)
-    assert (np.abs(members) < 2.5).all()  # inside the maze's walls
+    assert counts.tolist() == [8, 8, 8] and members.shape == (24, 2)
+    assert evaluations.shape == (3, 2)
+    assert (np.abs(members) < 3.5).all()  # inside the maze's walls
+    with h5py.File(runs / "maze" / "checkpoint.h5") as h5:
+        final = h5["final/behaviours"][...]
+        assert final.shape == (2, 3, 2) and (np.abs(final) < 3.5).all()
+        assert h5["strategy/archive"].shape == (3, 2)  # one BC per generation
+    shown = checked(esmpi("plot", str(runs), "--behaviours", "-o", str(runs / "maze.png")))
+    assert (runs / "maze.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ns-es: goal reached in 0 of 1 seeds" in shown.stdout  # 100 steps cannot get there

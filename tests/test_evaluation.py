@@ -153,7 +153,9 @@ def test_a_growing_population_adds_rounds_of_popsize_until_its_steps_or_its_most
         rows = np.zeros((pairs.shape[0] + 2, training.FIXED_COLUMNS))
         rows[: pairs.shape[0], training.LENGTH : training.LENGTH + 2] = pairs
         population = Population(np.zeros(pairs.shape[0], np.int64), MIRRORED, np.float32(0.1))
-        generation = training.Generation(population, rows, np.zeros(pairs.shape[0] + 1), {})
+        generation = training.Generation(
+            population, rows, np.zeros(pairs.shape[0] + 1), {}, (np.zeros(1), None)
+        )
         return training.tasks_to_add(config, generation, first_round=8)
 
     assert added([100] * 8) == 4  # 800 steps of 1000: 8 more members, 4 pairs

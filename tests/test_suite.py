@@ -27,7 +27,8 @@ env = "Pendulum-v1"
 seeds = [4]
 total_steps = 5000
 label = "short"
-options = {{ popsize = 8, hidden = [8], max_steps = 100, noise_table_size = 2000000 }}
+options = {{ popsize = 8, hidden = [8], max_steps = 100, noise_table_size = 2000000, \
+obs_norm = false }}
 """
 
 
@@ -45,6 +46,7 @@ def test_a_suite_lists_one_row_per_strategy_and_checks_each_rows_options(tmp_pat
         ("Pendulum-v1", "openai-es", (4,)),
     ]
     assert loaded.rows[2].run_name(4) == "Pendulum-v1__openai-es__short__4"
+    assert "--no-obs-norm" in loaded.rows[2].arguments("4")  # booleans as the command line has them
     hopper = SUITE + '[[runs]]\nenv = "Hopper-v5"\ntotal_steps = 1000\n'
     assert suite.load(str(write(tmp_path, hopper))).rows[3].strategy == "ars"  # its preset's
     assert len(list(loaded.runs())) == 5

@@ -11,6 +11,7 @@ import numpy as np
 
 BLOCK = 1 << 20  # entries filled from one seed; blocks are what the ranks of a node share out
 _TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG, _FINAL_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE, 0xF1A1
+_PARENT_TAG = 0x4E53
 
 
 def block_count(table_size: int) -> int:
@@ -71,6 +72,12 @@ def _key(seed: int, tag: int, generation: int, round_: int) -> list[int]:
     """The entropy of a generation's draws; round 0 keeps the key of a population that never
     grows, so that --population-steps leaves the first round's members as they were."""
     return [seed, tag, generation] + ([round_] if round_ else [])
+
+
+def parent_generator(seed: int, generation: int) -> np.random.Generator:
+    """The generator of generation `generation`'s parent draw (novelty search's meta-population);
+    its entropy puts the tag last, unlike `_key`'s, as the first runs drew with it."""
+    return np.random.default_rng(np.random.SeedSequence([seed, generation, _PARENT_TAG]))
 
 
 def final_seeds(seed: int, count: int) -> np.ndarray:

@@ -306,9 +306,8 @@ class BehaviourRun:
     """What `esmpi plot --behaviours` draws of one run trained with --behaviour."""
 
     summary: RunSummary
-    evaluations: (
-        np.ndarray
-    )  # (episodes, B): the evaluation episodes' BCs, generation after generation
+    # (episodes, B): the evaluation episodes' BCs, generation after generation
+    evaluations: np.ndarray
     generations: np.ndarray  # (episodes,): the generation of each
     final_best: np.ndarray | None  # (K, B): best/theta's final evaluation, where it has one
     maze: mazes.Maze | None  # the layout, where --env-kwargs gave a maze_map
@@ -328,14 +327,13 @@ def behaviour_runs(paths: list[str]) -> list[BehaviourRun]:
         state = checkpoint.load(summary.path)
         if state.behaviours is None or not state.behaviours.evaluations.size:
             raise UsageError(f"{summary.path} was trained without --behaviour: no BCs to plot.")
+        config = from_toml(state.config_toml)
         evaluations = state.behaviours.evaluations
-        per_generation = len(evaluations) // max(len(state.history), 1)
-        generations = np.repeat(state.history["generation"], per_generation)
+        generations = np.repeat(state.history["generation"], config.eval_episodes)
         final = checkpoint.final_at(state.final, state.generation)
         final_best = (
             final.behaviours[1] if final is not None and final.behaviours is not None else None
         )
-        config = from_toml(state.config_toml)
         maze = mazes.from_config(config.env, config.env_kwargs)
         found.append(BehaviourRun(summary, evaluations, generations, final_best, maze))
     return found
@@ -344,15 +342,17 @@ def behaviour_runs(paths: list[str]) -> list[BehaviourRun]:
 def behaviour_groups(runs: list[BehaviourRun]) -> dict[str, list[BehaviourRun]]:
     """The runs by configuration (seeds of one setting together), each named by its strategy,
     with the options that set it apart where two configurations share a strategy."""
-    groups = configuration_groups([run.summary for run in runs])
+    groups: dict[tuple, list[BehaviourRun]] = {}
+    for run in runs:  # as configuration_groups groups the summaries
+        groups.setdefault((run.summary.env_id, run.summary.configuration), []).append(run)
     keys = list(groups)
-    strategies = [dict(key[1])["strategy"] for key in keys]
+    strategies = [dict(configuration)["strategy"] for _, configuration in keys]
     named: dict[str, list[BehaviourRun]] = {}
     for key, strategy in zip(keys, strategies, strict=True):
         name = strategy
-        if strategies.count(strategy) > 1 or len({key[0] for key in keys}) > 1:
+        if strategies.count(strategy) > 1 or len({env_id for env_id, _ in keys}) > 1:
             name = f"{key[0]} {strategy} {group_label(key, keys)}".strip()
-        named[name] = [run for run in runs if any(run.summary is s for s in groups[key])]
+        named[name] = groups[key]
     return named
 
 

@@ -148,14 +148,10 @@ def create_run_folder(path: str) -> None:
 
 
 def new_run(config: Config, spec: PolicySpec) -> Run:
-    theta = initial_theta(spec, config.seed)
     count = strategies.starting_points(config)
-    starts = (
-        theta
-        if count == 1
-        else np.stack([initial_theta(spec, config.seed, i) for i in range(count)])
-    )
-    state = strategies.get(config.strategy).initial(config, starts)
+    starts = np.stack([initial_theta(spec, config.seed, i) for i in range(count)])
+    theta = starts[0]
+    state = strategies.get(config.strategy).initial(config, theta if count == 1 else starts)
     obs_norm = ObsNorm.initial(spec.sizes[0])
     return Run(config, spec, state, obs_norm, (-np.inf, 0, theta.copy(), obs_norm), [])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_PARENT_STREAM = 0x4E53  # keeps the parent draws apart from the noise offsets and episode seeds
+from esmpi import noise
 
 
 def novelty(points: np.ndarray, archive: np.ndarray, neighbours: int) -> np.ndarray:
@@ -40,5 +40,5 @@ def selection_probabilities(novelties: np.ndarray) -> np.ndarray:
 def drawn_parent(probabilities: np.ndarray, seed: int, generation: int) -> int:
     """The parent of `generation`, drawn with `probabilities` from (seed, generation) alone, so
     that every rank draws the same one without communication."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, generation, _PARENT_STREAM]))
+    rng = noise.parent_generator(seed, generation)
     return int(rng.choice(len(probabilities), p=probabilities))

@@ -34,8 +34,8 @@ import numpy as np
 from esmpi import kernels
 from esmpi.config import Config, UsageError
 from esmpi.obsnorm import ObsNorm
-from esmpi.strategies import fitness, novelty, optimizers
-from esmpi.strategies.base import MIRRORED, Population, check_pairs, described, population
+from esmpi.strategies import fitness, novelty, openai_es, optimizers
+from esmpi.strategies.base import Population, check_pairs, described
 from esmpi.strategies.openai_es import decayed, gradient, penalised_returns
 
 COMMON_OPTIONS = (
@@ -128,16 +128,17 @@ def initial(config: Config, theta: np.ndarray) -> State:
     )
 
 
-def ask(state: State, config: Config, generation: int, table_size: int) -> Population:
-    """Antithetic pairs from (seed, generation); they perturb whichever parent `select` chooses."""
-    pairs = config.popsize // 2
-    return population(
-        config, generation, pairs, state.theta.size, table_size, MIRRORED, state.sigma
-    )
+# OpenAI-ES's antithetic pairs from (seed, generation), at this state's sigma; they perturb
+# whichever parent `select` chooses. The step sizes are its lr and sigma too.
+ask = openai_es.ask
+step_sizes = openai_es.step_sizes
 
 
-def step_sizes(state: State, population: Population) -> tuple[float, float]:
-    return state.lr, state.sigma
+def replaced_row(array: np.ndarray, index: int, value) -> np.ndarray:
+    """A copy of `array` with row `index` set to `value` (the states are frozen)."""
+    copy = array.copy()
+    copy[index] = value
+    return copy
 
 
 def adapted_weight(state: State, eval_return: float, config: Config) -> tuple[float, float, int]:
@@ -193,20 +194,10 @@ def select(
     behaviour = behaviours.mean(axis=0)
     if not state.parent_behaviours.shape[1]:
         state = first_measured(state, behaviour, obs_norm)
-    measured, archive = state.parent_behaviours.copy(), state.archive
+    measured, archive, p = state.parent_behaviours, state.archive, state.parent
     if np.isfinite(behaviour).all():
-        measured[state.parent] = behaviour
+        measured = replaced_row(measured, p, behaviour)
         archive = np.concatenate([archive, behaviour[None, :]])
-    counts, means, variances = (
-        state.norm_counts.copy(),
-        state.norm_means.copy(),
-        state.norm_vars.copy(),
-    )
-    counts[state.parent], means[state.parent], variances[state.parent] = (
-        obs_norm.count,
-        obs_norm.mean,
-        obs_norm.var,
-    )
     weight, best, stagnation = state.reward_weight, state.best_return, state.stagnation
     if config.weight_step:
         weight, best, stagnation = adapted_weight(state, float(returns.mean()), config)
@@ -214,15 +205,19 @@ def select(
         state,
         archive=archive,
         parent_behaviours=measured,
-        norm_counts=counts,
-        norm_means=means,
-        norm_vars=variances,
+        norm_counts=replaced_row(state.norm_counts, p, obs_norm.count),
+        norm_means=replaced_row(state.norm_means, p, obs_norm.mean),
+        norm_vars=replaced_row(state.norm_vars, p, obs_norm.var),
         reward_weight=weight,
         best_return=best,
         stagnation=stagnation,
     )
     parent = next_parent(state, config, generation)
-    chosen = ObsNorm(float(counts[parent]), means[parent].copy(), variances[parent].copy())
+    chosen = ObsNorm(
+        float(state.norm_counts[parent]),
+        state.norm_means[parent].copy(),
+        state.norm_vars[parent].copy(),
+    )
     return dataclasses.replace(state, parent=parent, theta=state.thetas[parent].copy()), chosen
 
 
@@ -237,16 +232,13 @@ def scores(
     each less the weight-decay penalty before ranking."""
     points = behaviours.reshape(-1, behaviours.shape[-1])
     novelties = novelty.novelty(points, state.archive, config.neighbours).reshape(returns.shape)
-    weight = state.reward_weight
     by_novelty = fitness.centered_ranks(
         penalised_returns(novelties, mean_squares, config.weight_decay)
     )
-    if weight == 0:
-        return by_novelty
     by_reward = fitness.centered_ranks(
         penalised_returns(returns, mean_squares, config.weight_decay)
     )
-    return weight * by_reward + (1 - weight) * by_novelty
+    return state.reward_weight * by_reward + (1 - state.reward_weight) * by_novelty
 
 
 def tell(
@@ -272,18 +264,15 @@ def tell(
     change, moved = optimizers.step(
         config.optimizer, own, grad, state.lr, config.momentum, config.max_speed
     )
-    thetas, steps = state.thetas.copy(), state.steps.copy()
-    first, second = state.first_moments.copy(), state.second_moments.copy()
-    thetas[p] = (state.theta + change).astype(np.float32)
-    steps[p], first[p], second[p] = moved.step, moved.first_moment, moved.second_moment
+    theta = (state.theta + change).astype(np.float32)
     lr, sigma = decayed(state.lr, state.sigma, config)
     return dataclasses.replace(
         state,
-        theta=thetas[p].copy(),
-        thetas=thetas,
-        steps=steps,
-        first_moments=first,
-        second_moments=second,
+        theta=theta,
+        thetas=replaced_row(state.thetas, p, theta),
+        steps=replaced_row(state.steps, p, moved.step),
+        first_moments=replaced_row(state.first_moments, p, moved.first_moment),
+        second_moments=replaced_row(state.second_moments, p, moved.second_moment),
         lr=lr,
         sigma=sigma,
     )

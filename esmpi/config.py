@@ -196,6 +196,15 @@ class Config:
     weight_patience: int = _option(
         10, "nsra-es: generations without a record evaluation return before the weight falls"
     )
+    truncation: int = _option(
+        8, "ga: the parents, T: the elite and the best T - 1 children of the last generation"
+    )
+    elite_candidates: int = _option(
+        4,
+        "ga: the best children by their one episode that are evaluated again, with the elite, "
+        "on --elite-episodes episodes each; the best mean is the next elite",
+    )
+    elite_episodes: int = _option(4, "ga: episodes of each elite candidate's evaluation")
     lr_decay: float = _option(
         1.0, "Multiply lr by this each generation while lr > lr_min", "--decay"
     )

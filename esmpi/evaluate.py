@@ -51,6 +51,9 @@ def member_theta(state: checkpoint.Checkpoint, config: Config, offset: int, sign
 
     strategy = strategies.get(state.strategy)
     strategy_state = state_from_items(strategy.State, state.strategy_state, state.theta)
+    if hasattr(strategy, "rebuild"):  # the GA's parents, from their genomes and the whole table
+        table = noise.build_table(config.noise_table_size, config.seed)
+        strategy_state = strategies.rebuilt(state.strategy, strategy_state, table)
     population = strategy.ask(strategy_state, config, state.generation, config.noise_table_size)
     if offset not in population.offsets or sign not in population.signs:
         signs = " or ".join(f"{s:+d}" for s in population.signs)
@@ -61,7 +64,8 @@ def member_theta(state: checkpoint.Checkpoint, config: Config, offset: int, sign
         )
     eps = noise.table_slice(config.noise_table_size, config.seed, offset, state.theta.size)
     scale = population.signed_scales()[sign]
-    return perturbed(state.theta, eps, scale, np.empty_like(state.theta))
+    base = population.base(int(np.flatnonzero(population.offsets == offset)[0]), state.theta)
+    return perturbed(base, eps, scale, np.empty_like(state.theta))
 
 
 def evaluate(

@@ -11,7 +11,7 @@ import numpy as np
 
 BLOCK = 1 << 20  # entries filled from one seed; blocks are what the ranks of a node share out
 _TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG, _FINAL_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE, 0xF1A1
-_PARENT_TAG = 0x4E53
+_PARENT_TAG, _RECHECK_TAG = 0x4E53, 0x2EC4EC
 
 
 def block_count(table_size: int) -> int:
@@ -74,8 +74,16 @@ def _key(seed: int, tag: int, generation: int, round_: int) -> list[int]:
     return [seed, tag, generation] + ([round_] if round_ else [])
 
 
+def recheck_seeds(seed: int, generation: int, count: int) -> np.ndarray:
+    """Reset seeds of generation `generation`'s second round, in which a strategy evaluates
+    chosen parameters again (the GA's elite candidates)."""
+    state = np.random.SeedSequence([seed, _RECHECK_TAG, generation]).generate_state(count)
+    return state.astype(np.int64) & 0x7FFFFFFF
+
+
 def parent_generator(seed: int, generation: int) -> np.random.Generator:
-    """The generator of generation `generation`'s parent draw (novelty search's meta-population);
+    """The generator of generation `generation`'s parent draw (novelty search's meta-population,
+    the GA's children's parents);
     its entropy puts the tag last, unlike `_key`'s, as the first runs drew with it."""
     return np.random.default_rng(np.random.SeedSequence([seed, generation, _PARENT_TAG]))
 

@@ -237,17 +237,35 @@ class Generation:
     those a growing population added), the task table summed over ranks (the population's tasks,
     the evaluation episodes, then one row per rank), each task's episode seed, the episodes
     that failed on this rank by (task, sign index), and the parameters and normalisation the
-    evaluation episodes ran (the centre before a strategy's `select` moved it)."""
+    evaluation episodes ran (the centre before a strategy's `select` moved it). With a strategy's
+    `recheck`, its round: the population it asked for and that round's task rows; its seeds
+    follow the evaluation episodes' in `seeds`, and its failures are numbered after them."""
 
     population: Population
     rows: np.ndarray
     seeds: np.ndarray
     failures: dict[tuple[int, int], EpisodeFailed]
     evaluated: tuple[np.ndarray, ObsNorm]
+    rechecked: tuple[Population, np.ndarray] | None = None
 
     @property
     def tasks(self) -> int:
         return self.population.offsets.size
+
+    @property
+    def rechecks(self) -> int:
+        return self.rechecked[0].offsets.size if self.rechecked else 0
+
+    def episodes(self, eval_episodes: int) -> int:
+        """Episodes run: the members', the evaluation episodes and the recheck round's."""
+        return self.population.size + eval_episodes + self.rechecks
+
+    def failed(self, eval_episodes: int) -> np.ndarray:
+        """The failed episodes by kind (FAILURE_KINDS order), every round's."""
+        counts = failure_counts(self.rows, self.tasks + eval_episodes)
+        if self.rechecked:
+            counts += failure_counts(self.rechecked[1], self.rechecks)
+        return counts
 
 
 def tasks_to_add(config: Config, generation: Generation, first_round: int) -> int:
@@ -358,19 +376,24 @@ def failures_message(run: Run, generation: Generation, seen: dict, path: str) ->
     """The sentence that stops a run for failed episodes: how many, of what kind, the first one
     (its member and episode seed, and what the environment did) and the command replaying it."""
     population, tasks, n_eval = generation.population, generation.tasks, run.config.eval_episodes
-    counts = failure_counts(generation.rows, tasks + n_eval)
+    counts = generation.failed(n_eval)
     kinds = counted_kinds(counts)
     task, j = min(seen)
     seed = int(generation.seeds[task])
     folder = os.path.dirname(path) or "."
-    if task >= tasks:
+    if task >= tasks + n_eval:
+        member, replay = "an elite candidate evaluated again", ""
+    elif task >= tasks:
         member, replay = "the unperturbed policy", ""
     else:
         offset, sign = int(population.offsets[task]), population.signs[j]
         member = f"member offset {offset} sign {sign:+d}"
+        if population.base_of is not None:
+            member += f" of parent {population.base_of[task]}"
         replay = f" --member {offset} --sign {sign}"
     return (
-        f"{counts.sum()} of {population.size + n_eval} episodes of generation {run.generation + 1} "
+        f"{counts.sum()} of {generation.episodes(n_eval)} episodes of generation "
+        f"{run.generation + 1} "
         f"failed ({kinds}), more than --max-failed-share {run.config.max_failed_share:g}; the "
         f"first, {member} on episode seed {seed} in {run.config.env}: {seen[task, j]}. The "
         f"checkpoint {path} holds generation {run.generation}, before it; `esmpi eval {folder}"
@@ -410,13 +433,20 @@ def advance(
     # The mean of the evaluation episodes (NaN when one failed: no best from this generation).
     eval_return = table_rows[tasks:all_tasks, RETURN].mean()
     steps = int(lengths.sum() + table_rows[tasks:all_tasks, LENGTH].sum())
+    extra = {}
+    if generation.rechecked:
+        rechecked = generation.rechecked[1][: generation.rechecks]
+        steps += int(rechecked[:, LENGTH].sum())
+        extra["rechecked"] = rechecked[:, RETURN]
     lr, sigma = run.strategy.step_sizes(run.state, population)
     if eval_return > run.best[0]:
         evaluated_theta, evaluated_norm = generation.evaluated
         run.best = (eval_return, run.generation + 1, evaluated_theta.copy(), evaluated_norm)
     members = table_rows[:tasks, FIXED_COLUMNS : FIXED_COLUMNS + width * behaviour_size]
     behaviours = members.reshape(tasks, width, behaviour_size) if behaviour_size else None
-    run.state = run.strategy.tell(run.state, population, returns, table, config, behaviours)
+    run.state = run.strategy.tell(
+        run.state, population, returns, table, config, behaviours, **extra
+    )
     if normalising(run.spec, config):
         n_obs = run.spec.sizes[0]
         sums = table_rows[:tasks, -2 * n_obs :].sum(axis=0)
@@ -433,7 +463,7 @@ def advance(
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
-    row["episodes"] = run.episodes + population.size + config.eval_episodes
+    row["episodes"] = run.episodes + generation.episodes(config.eval_episodes)
     row["members"] = population.size
     statistics = population_statistics(returns)
     row["return_mean"], row["return_std"], row["return_min"], row["return_max"] = statistics
@@ -442,7 +472,7 @@ def advance(
     row["steps_per_s"] = steps / seconds if seconds > 0 else 0.0
     row["rollout_s"], row["idle_s"] = rank_seconds.max(), rank_seconds.max() - rank_seconds.mean()
     row["update_s"], row["checkpoint_s"] = update_s, checkpoint_s
-    for kind, count in zip(FAILURE_KINDS, failure_counts(table_rows, all_tasks), strict=True):
+    for kind, count in zip(FAILURE_KINDS, generation.failed(config.eval_episodes), strict=True):
         row[f"failed_{kind}"] = count
     if config.episode_cap:
         row["next_episode_cap"] = next_episode_cap(run, lengths, horizon)
@@ -621,7 +651,29 @@ class Trainer:
         round_ = 1
         while (added := tasks_to_add(config, generation, population.size)) > 0:
             generation, round_ = self.grow(generation, added, round_), round_ + 1
-        return generation
+        recheck = strategies.rechecker(config.strategy)
+        return self.run_recheck(generation, recheck) if recheck else generation
+
+    def run_recheck(self, generation: Generation, recheck: Callable) -> Generation:
+        """`generation` with the round its strategy's `recheck` asks for after the population's
+        returns (the GA's elite candidates, each on several episodes), on seeds of its own."""
+        run, comm, config = self.run, self.comm, self.run.config
+        tasks, n_eval, size = generation.tasks, config.eval_episodes, comm.Get_size()
+        returns = generation.rows[:tasks, RETURN : RETURN + len(generation.population.signs)]
+        again = recheck(run.state, generation.population, returns, self.table, config)
+        seeds = noise.recheck_seeds(config.seed, run.generation, again.offsets.size)
+        rows, failures = self.run_round(again, seeds)
+        parallel.sum_records(comm, rows)
+        generation.rows[-size:, RANK_SECONDS] += rows[-size:, RANK_SECONDS]
+        before = tasks + n_eval
+        generation.failures.update(
+            {(before + task, j): failed for (task, j), failed in failures.items()}
+        )
+        return dataclasses.replace(
+            generation,
+            seeds=np.concatenate([generation.seeds, seeds]),
+            rechecked=(again, rows[: again.offsets.size]),
+        )
 
     def normalise(self) -> None:
         """The actor normalises observations with the run's statistics (where it normalises)."""
@@ -689,8 +741,9 @@ class Trainer:
                     failures[task, 0] = failed
                 continue
             eps = self.table[offsets[task] : offsets[task] + n_params]
+            base = population.base(task, theta)
             for j, sign in enumerate(population.signs):
-                perturbed(theta, eps, scales[sign], member)
+                perturbed(base, eps, scales[sign], member)
                 failed = play(environment, actor, member, seeds[task], rules, row, j, cap)
                 if failed:
                     failures[task, j] = failed
@@ -743,8 +796,8 @@ class Trainer:
         seconds = time.perf_counter() - started
         population, table_rows = generation.population, generation.rows
         all_tasks = population.offsets.size + run.config.eval_episodes
-        failed = int(failure_counts(table_rows, all_tasks).sum())
-        if failed > run.config.max_failed_share * (population.size + run.config.eval_episodes):
+        failed = int(generation.failed(run.config.eval_episodes).sum())
+        if failed > run.config.max_failed_share * generation.episodes(run.config.eval_episodes):
             self.stop_for_failures(generation)
         horizon = self.environment.horizon
         advance(
@@ -853,6 +906,8 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
     parallel.everywhere(comm, lambda: _check_table(config, spec))
     parallel.on_rank0(comm, lambda: create_run_folder(run_dir))
     table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
+    if state is not None:  # the state's cached vectors, recomputed from the noise table
+        run.state = strategies.rebuilt(config.strategy, run.state, table)
     actor = actor_for(spec, config.obs_clip)
     counter = parallel.TaskCounter(comm)
     if rank == 0:

@@ -44,6 +44,9 @@ def test_episode_seeds_are_deterministic_and_distinct():
     seeds = noise.episode_seeds(3, 4, 65)
     assert np.array_equal(seeds, noise.episode_seeds(3, 4, 65))
     assert len(set(seeds.tolist())) == 65 and seeds.min() >= 0
+    rechecks = noise.recheck_seeds(3, 4, 65)  # the GA's second round: seeds of its own
+    assert np.array_equal(rechecks, noise.recheck_seeds(3, 4, 65)) and rechecks.max() < 2**31
+    assert not set(rechecks.tolist()) & set(seeds.tolist())
 
 
 def test_a_slice_of_the_table_is_built_from_its_blocks_alone():

@@ -1,7 +1,8 @@
 """The search strategies, by the name `--strategy` takes. Each module is one strategy (its paper
 in its docstring) with the interface described in `base`; the shared pieces are `fitness`
 (shaping), `optimizers` (Adam, SGD with momentum, ClipUp) and `novelty` (the archive's
-k-nearest novelty and the parent draw of the novelty-seeking family, `novelty_es`)."""
+k-nearest novelty and the parent draw of the novelty-seeking family, `novelty_es`). The GA (`ga`)
+is the one strategy that is not an ES: seed-list genomes, truncation selection and elitism."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from esmpi.config import Config, UsageError
-from esmpi.strategies import ars, ns_es, nsr_es, nsra_es, openai_es, pgpe, sep_cma_es, snes
+from esmpi.strategies import ars, ga, ns_es, nsr_es, nsra_es, openai_es, pgpe, sep_cma_es, snes
 from esmpi.strategies.base import Strategy, as_strategy
 
 REGISTRY: dict[str, Strategy] = {
@@ -21,6 +22,7 @@ REGISTRY: dict[str, Strategy] = {
     "ns-es": as_strategy(ns_es),
     "nsr-es": as_strategy(nsr_es),
     "nsra-es": as_strategy(nsra_es),
+    "ga": as_strategy(ga),
 }
 
 
@@ -42,6 +44,19 @@ def selector(name: str) -> Callable | None:
     """The `select` of strategy `name`, which chooses each generation's centre after measuring
     the last one (see `base`), or None for a strategy with one centre."""
     return getattr(get(name), "select", None)
+
+
+def rechecker(name: str) -> Callable | None:
+    """The `recheck` of strategy `name`, which asks for a second round of chosen parameters
+    evaluated again before `tell` (see `base`), or None."""
+    return getattr(get(name), "recheck", None)
+
+
+def rebuilt(name: str, state: Any, table) -> Any:
+    """`state` of strategy `name` with its cached fields recomputed from the noise table (after
+    a resume); the state itself for a strategy with none."""
+    rebuild = getattr(get(name), "rebuild", None)
+    return rebuild(state, table) if rebuild else state
 
 
 def own_options(name: str) -> frozenset[str]:

@@ -18,6 +18,13 @@ behaviours, obs_norm) -> (state, obs_norm)`. With `select`, each generation firs
 evaluation episodes of `state.theta` alone (their returns (K,) and BCs (K, B)), then `select`
 chooses the centre that `ask`'s population (drawn before, the same whichever centre) perturbs, and
 swaps the observation normalisation for that centre's.
+
+Two more serve strategies whose members are not perturbations of one centre (the GA): a
+Population may name several `bases`, each task perturbing its own (`base_of`); `recheck(state,
+population, returns, table, config) -> Population` asks for a round after the population's, of
+chosen parameters evaluated again on several episodes, whose returns reach `tell` as
+`rechecked`; and `rebuild(state, table) -> State` recomputes the fields marked `cached` (vectors
+derived from the noise table, left out of the checkpoint) after a resume.
 """
 
 from __future__ import annotations
@@ -45,10 +52,21 @@ class Population:
     offsets: np.ndarray  # int64 (tasks,)
     signs: tuple[int, ...]  # MIRRORED (each task an antithetic pair) or SINGLE
     scale: np.ndarray  # float32: () one sigma for every parameter, or (n_params,)
+    # Where given, task k perturbs bases[base_of[k]] (float32 (bases, n_params)) instead of the
+    # strategy's theta: the GA's parents, or the candidates it evaluates again (scale 0).
+    bases: np.ndarray | None = None
+    base_of: np.ndarray | None = None  # int64 (tasks,)
 
     @property
     def size(self) -> int:
         return self.offsets.size * len(self.signs)
+
+    def base(self, task: int, theta: np.ndarray) -> np.ndarray:
+        """The parameters task `task` perturbs: its base, or `theta` for a population of one
+        centre."""
+        if self.bases is None or self.base_of is None:
+            return theta
+        return self.bases[self.base_of[task]]
 
     def signed_scales(self) -> dict[int, np.ndarray | np.float32]:
         """sign -> sign * scale in float32 (negation is exact, so -eps is the mirror of +eps)."""
@@ -83,6 +101,16 @@ def perturbed(theta: np.ndarray, eps: np.ndarray, signed_scale, out: np.ndarray)
 def described(description: str, unit: str = "1") -> Any:
     """A State field with its meaning and unit, written beside it in the checkpoint."""
     return field(metadata={"description": description, "unit": unit})
+
+
+def cached(description: str) -> Any:
+    """A State field derived from the others and the noise table: not written to the
+    checkpoint, recomputed by the strategy's `rebuild` after a resume."""
+    return field(metadata={"description": description, "cached": True})
+
+
+def is_cached(state_field: dataclasses.Field) -> bool:
+    return bool(state_field.metadata.get("cached"))
 
 
 class Strategy(Protocol):
@@ -121,7 +149,7 @@ Items = dict[str, Any]
 def state_items(state: Any) -> Items:
     items: Items = {}
     for state_field in dataclasses.fields(state):
-        if state_field.name == "theta":
+        if state_field.name == "theta" or is_cached(state_field):
             continue
         value = getattr(state, state_field.name)
         if dataclasses.is_dataclass(value):
@@ -134,13 +162,16 @@ def state_items(state: Any) -> Items:
 
 def state_from_items(state_type: type, items: Items, theta=None) -> Any:
     """Rebuild a State from `items` as state_items describes them (and the checkpoint reads them
-    back), with `theta` when the state has one."""
+    back), with `theta` when the state has one. Cached fields are left empty for the strategy's
+    `rebuild`."""
     hints = typing.get_type_hints(state_type)
     arguments: dict[str, Any] = {}
     for state_field in dataclasses.fields(state_type):
         name, kind = state_field.name, hints[state_field.name]
         if name == "theta":
             arguments[name] = theta
+        elif is_cached(state_field):
+            arguments[name] = np.zeros(0, dtype=np.float32)
         elif dataclasses.is_dataclass(kind):
             arguments[name] = state_from_items(typing.cast(type, kind), items[name])
         elif kind in (int, float, bool):

@@ -159,7 +159,8 @@ def test_children_draw_their_parents_uniformly_from_seed_and_generation():
         ({"truncation": 13}, "--truncation must be between 1 and --popsize 12"),
         ({"truncation": 0}, "--truncation must be between 1"),
         ({"elite_episodes": 0}, "--elite-episodes at least 1"),
-        ({"elite_candidates": 13}, "--elite-candidates must be between 0 and --popsize"),
+        ({"elite_candidates": 13}, "--elite-candidates must be between 1 and --popsize"),
+        ({"elite_candidates": 0}, "a child must be able to become the elite"),
     ],
 )
 def test_settings_that_cannot_work_are_one_sentence(values, fragment):

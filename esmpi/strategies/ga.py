@@ -60,10 +60,11 @@ def check(config: Config) -> None:
             f"--truncation must be between 1 and --popsize {config.popsize} for ga (the parents "
             f"are the best children); got {config.truncation}."
         )
-    if not 0 <= config.elite_candidates <= config.popsize or config.elite_episodes < 1:
+    if not 1 <= config.elite_candidates <= config.popsize or config.elite_episodes < 1:
         raise UsageError(
-            "--elite-candidates must be between 0 and --popsize and --elite-episodes at least 1 "
-            f"for ga; got {config.elite_candidates} and {config.elite_episodes}."
+            "--elite-candidates must be between 1 and --popsize (a child must be able to become "
+            "the elite) and --elite-episodes at least 1 for ga; got "
+            f"{config.elite_candidates} and {config.elite_episodes}."
         )
 
 

@@ -65,11 +65,17 @@ class ProgressFiles:
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         self.folder = folder
-        new_events = not glob.glob(os.path.join(folder, EVENTS_PATTERN))
+        earlier_files = len(glob.glob(os.path.join(folder, EVENTS_PATTERN)))
+        new_events = earlier_files == 0
         self.csv = open(os.path.join(folder, CSV_FILENAME), "w", newline="")  # noqa: SIM115
         self.rows = csv.writer(self.csv)
         self.rows.writerow(COLUMNS)
-        self.events = FileWriter(folder, flush_secs=30)
+        # tensorboardX names the file by the second and the host alone, and opens it with "wb": a
+        # resume started within the same second as the run it continues would erase that run's
+        # events. The part number keeps the names apart and in the order TensorBoard reads them.
+        self.events = FileWriter(
+            folder, flush_secs=30, filename_suffix=f".part{earlier_files + 1:04d}"
+        )
         if history and not new_events:
             # TensorBoard hides, from earlier files, every event at or after this step.
             purge = int(history[-1]["timesteps"]) + 1

@@ -32,8 +32,7 @@ import numpy as np
 
 from esmpi import checkpoint, envs, parallel, reference
 from esmpi.config import Config
-from esmpi.policy import (
-    Actor,
+from esmpi.policies import (
     PolicySpec,
     actor_for,
     cache_aligned_zeros,
@@ -45,6 +44,9 @@ DEFAULT_ENVS = ("CartPole-v1", "HalfCheetah-v5", "Hopper-v5", "AntBulletEnv-v0",
 FORWARD_SHAPES = ((17, 128, 64, 6), (348, 256, 256, 17))
 # The CNN policy of the CarRacing-v3 preset: one 96x96 grayscale frame, 3 actions.
 CNN_FORWARD_ENV = "CarRacing-v3"
+# The built-in vector policies whose steps are timed against one env.step of POLICY_FAMILY_ENV.
+POLICY_FAMILIES = ("linear", "mlp", "rnn", "hebbian")
+POLICY_FAMILY_ENV = "HalfCheetah-v5"
 # Rounds of loops and training an environment gets at least, however long its generations.
 MIN_ROUNDS = 3
 SCALING_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -70,7 +72,7 @@ def forward_microseconds(sizes: tuple[int, ...], calls: int = 20000) -> dict:
     theta = cache_aligned_zeros(spec.n_params)  # as training's buffer of each member's parameters
     theta[:] = initial_theta(spec, seed=0)
     observations = list(np.random.default_rng(0).standard_normal((1000, sizes[0])))
-    actor = Actor(spec)
+    actor = actor_for(spec)
     low, high = -np.ones(n_out), np.ones(n_out)
     layers = reference.float64_layers(spec, theta)  # prepared once, as a numpy policy would be
 
@@ -130,6 +132,46 @@ def cnn_forward_microseconds(env_id: str = CNN_FORWARD_ENV, calls: int = 200) ->
     }
     shape = "x".join(map(str, spec.obs_shape))
     return {"shape": f"cnn {shape}->{'->'.join(map(str, spec.sizes))}", "env": env_id, **timings}
+
+
+def policy_family_steps(env_id: str = POLICY_FAMILY_ENV, calls: int = 2000) -> list[dict]:
+    """Each built-in vector policy's step (its forward and, for the Hebbian policy, the update of
+    every weight) on observations of env_id, with the default --hidden, against one env.step of
+    env_id (a fixed action, timed the same way): the share of a step each policy adds."""
+    env = envs.make_env(env_id, quiet=True)
+    fixed_action = env.action_space.sample()
+    env.reset(seed=0)
+
+    def env_step(_):
+        if env.step(fixed_action)[2]:
+            env.reset()
+
+    step_us = best_microseconds(env_step, [None], calls)
+    rows = [_policy_step_row(env, kind, step_us, calls) for kind in POLICY_FAMILIES]
+    env.close()
+    return rows
+
+
+def _policy_step_row(env, kind: str, env_step_us: float, calls: int) -> dict:
+    config = Config(env=env.spec.id, policy=kind)
+    spec = spec_for_spaces(env.observation_space, env.action_space, config)
+    actor = actor_for(spec, config.obs_clip)
+    theta = cache_aligned_zeros(spec.n_params)
+    theta[:] = initial_theta(spec, seed=0)
+    actor.reset(0)
+
+    def act(obs):
+        return actor.act(obs, theta)
+
+    policy_us = best_microseconds(act, visited_observations(env, act, 200), calls)
+    return {
+        "policy": kind,
+        "shape": "->".join(map(str, spec.sizes)),
+        "params": spec.n_params,
+        "step_us": policy_us,
+        "env_step_us": env_step_us,
+        "share": policy_us / (policy_us + env_step_us),
+    }
 
 
 class BareLoops:
@@ -591,6 +633,8 @@ def run(
     say("policy forward, numba against numpy")
     report["forward"] = [forward_microseconds(shape) for shape in FORWARD_SHAPES]
     report["forward_cnn"] = cnn_forward_microseconds()
+    say(f"each policy family's step against an env.step of {POLICY_FAMILY_ENV}")
+    report["policy_families"] = policy_family_steps()
     with tempfile.TemporaryDirectory() as folder:
         for env_id in env_ids:
             report["environments"].append(
@@ -654,6 +698,17 @@ def table(report: dict) -> str:
             f"  {row['shape']} ({row['env']} preset)  numba {row['numba_us']:,.1f} us   "
             f"numpy {row['numpy_us']:,.1f} us"
         )
+    if "policy_families" in report:
+        lines.append(
+            f"each policy's step (forward, and the Hebbian update) against one env.step of "
+            f"{POLICY_FAMILY_ENV}"
+        )
+        for row in report["policy_families"]:
+            lines.append(
+                f"  {row['policy']:<8} {row['shape']:<16} {row['params']:>7,} params  "
+                f"{row['step_us']:7.2f} us  env.step {row['env_step_us']:6.2f} us  "
+                f"share of a step {row['share']:6.1%}"
+            )
     lines.append("")
     lines.append(
         f"{'environment':<18}{'bare 1 core':>12}{'scaling':>8}{'limit':>10}{'bare':>10}"

@@ -41,7 +41,7 @@ import numpy as np
 
 import esmpi
 from esmpi.config import UsageError
-from esmpi.policy import PolicySpec
+from esmpi.policies import PolicySpec
 
 FORMAT = "esmpi"
 FORMAT_VERSION = 2
@@ -336,7 +336,7 @@ def _write_final(h5, final: FinalEvaluation) -> None:
 
 _POLICY_DESCRIPTION = (
     "kind 'mlp', 'linear' (sizes (n_in, n_out): one layer) or 'cnn' (convolutions first, see "
-    "esmpi.kernels.cnn_step; obs_shape, obs_scale). "
+    "esmpi.policies.cnn.cnn_step; obs_shape, obs_scale). "
     "MLP layout of theta: per layer the weights (n_in, n_out) row-major, then the bias (n_out,) if "
     "bias; a layer computes x @ W + b, hidden layers apply activation; output 'argmax' picks "
     "action_start + argmax, 'clip' clips to [action_low, action_high], 'tanh' maps to "

@@ -55,10 +55,12 @@ _POLICY_OPTIONS = {
     "policy",
     "hidden",
     "activation",
+    "plastic_norm",
     "bias",
     "action_map",
     "obs_norm",
     "obs_clip",
+    "obs_keep",
     "grayscale",
     "resize",
     "frame_stack",
@@ -342,8 +344,9 @@ def _add_results_commands(commands) -> None:
         "export",
         help="write a policy as a numpy .npz (runs without esmpi, see README)",
         description="Write the layer weights, biases, activation, action mapping and observation "
-        "normalisation (MLP) or scaling and convolutions (CNN) of a checkpoint's policy to a .npz "
-        "file.",
+        "normalisation (MLP, linear, recurrent), the plasticity rule (Hebbian), or scaling and "
+        "convolutions (CNN) of a checkpoint's policy to a .npz file; for a user class, its "
+        "parameters.",
     )
     export.add_argument("path", help="checkpoint file or run folder")
     export.add_argument("-o", "--output", default="policy.npz", help="the .npz file to write")
@@ -488,12 +491,13 @@ def run_export(args: argparse.Namespace) -> int:
     from esmpi.export import export
 
     arrays = export(args.path, args.output, args.best)
-    layers = int(arrays["n_layers"])
-    shape = f"{layers} layers, {arrays['activation']} hidden" if layers > 1 else "one layer"
-    print(
-        f"esmpi: {arrays['env_id']} {arrays['kind']} policy, {shape}, {arrays['output']} output, "
-        f"written to {args.output}"
-    )
+    if "n_layers" in arrays:
+        layers = int(arrays["n_layers"])
+        shape = f"{layers} layers, {arrays['activation']} hidden" if layers > 1 else "one layer"
+        what = f"{shape}, {arrays['output']} output"
+    else:  # a user class: its parameters only
+        what = f"{arrays['theta'].size} parameters (its class runs them)"
+    print(f"esmpi: {arrays['env_id']} {arrays['kind']} policy, {what}, written to {args.output}")
     return 0
 
 

@@ -51,6 +51,12 @@ class Config:
         "Flatten Dict and Tuple observations into one vector (FlattenObservation), as goal "
         "environments such as Gymnasium-Robotics' mazes need",
     )
+    obs_keep: list = _option(
+        [],
+        "Keep only these indices of the (flattened) Box observation, e.g. '0,2' for CartPole's "
+        "positions without their velocities: a partially observed task (TransformObservation); "
+        "empty keeps all",
+    )
     grayscale: bool = _option(False, "Turn RGB observations into grayscale (GrayscaleObservation)")
     resize: int = _option(
         0, "Resize image observations to RESIZE x RESIZE pixels (ResizeObservation); 0 keeps them"
@@ -225,12 +231,20 @@ class Config:
     policy: str = _option(
         "mlp",
         "'mlp'; 'linear': the action from (normalised obs) @ M (+ b with --bias), no hidden "
-        "layers (--hidden is ignored), M = 0 at the start (ARS's); or 'cnn' for image "
+        "layers (--hidden is ignored), M = 0 at the start (ARS's); 'cnn' for image "
         "observations: conv 6@3x3, max-pool 2, conv 8@5x5 stride 2, max-pool 2, then the "
-        "--hidden layers",
+        "--hidden layers; 'rnn': the first --hidden layer recurrent (Elman), its state zero at "
+        "each episode's start; 'hebbian': the --hidden network without biases whose weights "
+        "start random in each episode and change at every step by an evolved per-synapse rule "
+        "(Najarro & Risi 2020); or 'module:Class', your own class (README: 'Your own policy')",
     )
     hidden: list = _option([128, 64], "Hidden layer sizes of the MLP (of the CNN's dense part)")
     activation: str = _option("tanh", "Hidden activation: 'tanh' or 'relu'")
+    plastic_norm: bool = _option(
+        True,
+        "--policy hebbian: divide each layer's weights by their largest magnitude after every "
+        "update (the paper's choice outside PyBullet)",
+    )
     bias: bool = _option(False, "Give every layer a bias")
     action_map: str = _option(
         "clip",
@@ -283,21 +297,23 @@ class Config:
 _CHOICES = {
     "optimizer": ("adam", "sgd", "clipup"),
     "activation": ("tanh", "relu"),
-    "policy": ("mlp", "linear", "cnn"),
     "fitness": ("return", "progress"),
 }
 ACTION_MAPS = ("clip", "tanh", "sigmoid")
+# esmpi/policies/'s families (config sits below policies, so the names are kept here)
+BUILT_IN_POLICIES = ("mlp", "linear", "cnn", "rnn", "hebbian")
 
 
 def parse_value(name: str, value: Any) -> Any:
     """Convert a command-line string or TOML value to the type of field `name`."""
-    if name == "hidden":
+    if name in ("hidden", "obs_keep"):
         if isinstance(value, str):
             value = [part for part in value.replace(" ", "").split(",") if part]
         try:
             return [int(size) for size in value]
         except (TypeError, ValueError):
-            raise UsageError(f"--hidden takes sizes like '128,64', not {value!r}.") from None
+            example = "sizes like '128,64'" if name == "hidden" else "indices like '0,2'"
+            raise UsageError(f"--{_flag(name)} takes {example}, not {value!r}.") from None
     if name == "env_kwargs":
         if isinstance(value, str):
             try:
@@ -307,7 +323,7 @@ def parse_value(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise UsageError("--env-kwargs must be a JSON object such as '{\"gravity\": -9.8}'.")
         return value
-    # The other fields have plain defaults (only hidden and env_kwargs have default factories).
+    # The other fields have plain defaults (only the lists and env_kwargs have default factories).
     kind: type = type(Config.__dataclass_fields__[name].default)
     if kind is bool:
         if isinstance(value, bool):
@@ -385,6 +401,11 @@ def validate(config: Config) -> Config:
     if not config.hidden or min(config.hidden) < 1:
         raise UsageError(
             f"--hidden needs at least one layer of positive size; got {config.hidden}."
+        )
+    if config.policy not in BUILT_IN_POLICIES and ":" not in config.policy:
+        raise UsageError(
+            f"--policy must be one of {', '.join(BUILT_IN_POLICIES)} or 'module:Class'; got "
+            f"{config.policy!r}."
         )
     for name, allowed in _CHOICES.items():
         if getattr(config, name) not in allowed:

@@ -333,6 +333,8 @@ def observation_pipeline(env, config):
 
     if config.flatten_obs:
         env = wrappers.FlattenObservation(env)
+    if config.obs_keep:
+        env = _kept_observation(env, config.obs_keep)
     try:
         if config.atari:
             env = wrappers.AtariPreprocessing(
@@ -363,6 +365,26 @@ def observation_pipeline(env, config):
     if config.frame_stack > 1:
         env = wrappers.FrameStackObservation(env, config.frame_stack)
     return env
+
+
+def _kept_observation(env, indices: list[int]):
+    """`env` seeing only `indices` of its flat Box observation (--obs-keep)."""
+    from gymnasium import spaces, wrappers
+
+    space = env.observation_space
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        raise UsageError(
+            f"--obs-keep picks elements of a flat Box observation; {space} is not one "
+            "(--flatten-obs makes one of a Dict or Tuple)."
+        )
+    if min(indices) < 0 or max(indices) >= space.shape[0]:
+        raise UsageError(
+            f"--obs-keep {','.join(map(str, indices))}: observations have {space.shape[0]} "
+            f"elements, indices 0 to {space.shape[0] - 1}."
+        )
+    kept = list(indices)  # numpy's fancy indexing: a copy of those elements
+    box = spaces.Box(space.low[kept], space.high[kept], dtype=space.dtype)
+    return wrappers.TransformObservation(env, lambda obs: obs[kept], box)
 
 
 @functools.cache

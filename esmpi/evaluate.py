@@ -15,7 +15,7 @@ import numpy as np
 from esmpi import checkpoint, envs, offscreen
 from esmpi.config import Config, UsageError, from_toml
 from esmpi.obsnorm import ObsNorm
-from esmpi.policy import actor_for, spec_for_spaces
+from esmpi.policies import actor_for, spec_for_spaces
 from esmpi.rollout import EpisodeFailed, EpisodeRules, run_episode
 
 VIDEO_FORMATS = (".mp4", ".gif")

@@ -4,8 +4,11 @@ forward pass for MLP and CNN policies and every action mapping).
 
 Keys of the file (all plain arrays, no pickles):
 
-    kind                  'mlp'; 'linear' (one layer, no hidden: x @ W0 + b0); or 'cnn':
-                          convolutions before the dense layers
+    kind                  'mlp'; 'linear' (one layer, no hidden: x @ W0 + b0); 'cnn':
+                          convolutions before the dense layers; 'rnn': the first layer reads
+                          [x, h] and its output is the next step's h (zero at an episode's
+                          start); 'hebbian': see below; or a user's 'module:Class', whose file
+                          holds only kind, theta (float32), env_id and generation
     W0, b0, W1, b1, ...   float32 layer weights (n_in, n_out) and biases (n_out,); a layer computes
                           x @ W + b (biases are zeros for a policy trained without them)
     n_layers              number of layers
@@ -20,11 +23,20 @@ Keys of the file (all plain arrays, no pickles):
     obs_encoding          'box' (flattened values), 'onehot' (Discrete observations) or 'pixels'
     env_id, generation    where the policy comes from
 
-  mlp only:
+  hebbian (no W, b: the weights start random in each episode and change at every step):
+    eta0, A0, B0, C0, D0, eta1, ...  float32 (n_in, n_out) per layer: after each step,
+                          W += eta * (A * pre * post + B * pre + C * post + D), pre (n_in, 1) the
+                          layer's input, post (1, n_out) its output (after the activation; raw
+                          for the last layer); then, with plastic_norm, W /= max |W|
+    initial_weight, weights_stream  the weights of an episode reset with seed s are
+                          default_rng(SeedSequence([s, weights_stream])).uniform(-initial_weight,
+                          initial_weight, all weights) in float32, layer by layer row-major
+
+  every kind but cnn:
     obs_mean, obs_std     normalisation: x = clip((obs - obs_mean) / obs_std, -obs_clip, obs_clip)
     obs_clip              see above
 
-  cnn only (kernels.cnn_step; the observation is not normalised but scaled):
+  cnn only (policies/cnn.py cnn_step; the observation is not normalised but scaled):
     obs_shape             (frames, height, width, colours) of one observation; the frames are
                           joined on the colour axis into one (height, width, frames * colours) image
     obs_scale             the image is multiplied by this (1/255: pixels in [0, 1])
@@ -41,10 +53,11 @@ import os
 
 import numpy as np
 
-from esmpi import checkpoint, kernels
+from esmpi import checkpoint
 from esmpi.config import UsageError, from_toml
 from esmpi.evaluate import trained_policy
-from esmpi.policy import conv_views, layer_views
+from esmpi.policies import hebbian
+from esmpi.policies.spec import CONV_LAYERS, HEBBIAN_TERM_NAMES, POOL, conv_views, layer_views
 
 
 def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
@@ -53,9 +66,15 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
     config = from_toml(state.config_toml)
     spec = state.policy
     theta, obs_mean, obs_std = trained_policy(state, config, best)
-    arrays = _float32_layers("W", "b", layer_views(spec, theta))
-    arrays.update(
+    arrays = dict(
         kind=np.array(spec.kind),
+        env_id=np.array(state.env_id),
+        generation=np.array(state.best_generation if best else state.generation),
+    )
+    if spec.is_user_class:  # the class runs it: its parameters are all there is to export
+        arrays.update(theta=np.array(theta, dtype=np.float32))
+        return arrays
+    arrays.update(
         n_layers=np.array(len(spec.layer_shapes)),
         activation=np.array(spec.activation),
         output=np.array(spec.output),
@@ -64,15 +83,22 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
         action_shape=np.array(spec.action_shape, dtype=np.int64),
         action_start=np.array(spec.action_start),
         obs_encoding=np.array(spec.obs_encoding),
-        env_id=np.array(state.env_id),
-        generation=np.array(state.best_generation if best else state.generation),
     )
+    if spec.kind == "hebbian":
+        arrays.update(_hebbian_rule(spec, theta))
+        arrays.update(
+            plastic_norm=np.array(spec.plastic_norm),
+            initial_weight=np.array(hebbian.INITIAL_WEIGHT),
+            weights_stream=np.array(hebbian.WEIGHTS_STREAM),
+        )
+    else:
+        arrays.update(_float32_layers("W", "b", layer_views(spec, theta)))
     if spec.kind == "cnn":
         arrays.update(_float32_layers("C", "c", conv_views(spec, theta)))
         arrays.update(
-            conv_size=np.array([size for _, size, _ in kernels.CONV_LAYERS], dtype=np.int64),
-            conv_stride=np.array([stride for _, _, stride in kernels.CONV_LAYERS], dtype=np.int64),
-            pool=np.array(kernels.POOL),
+            conv_size=np.array([size for _, size, _ in CONV_LAYERS], dtype=np.int64),
+            conv_stride=np.array([stride for _, _, stride in CONV_LAYERS], dtype=np.int64),
+            pool=np.array(POOL),
             obs_shape=np.array(spec.obs_shape, dtype=np.int64),
             obs_scale=np.array(float(spec.obs_scale)),
         )
@@ -82,6 +108,18 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
             obs_std=np.asarray(obs_std, dtype=np.float64),
             obs_clip=np.array(float(config.obs_clip)),
         )
+    return arrays
+
+
+def _hebbian_rule(spec, theta: np.ndarray) -> dict[str, np.ndarray]:
+    """eta0, A0, B0, C0, D0, eta1, ...: each layer's rule, float32 (n_in, n_out)."""
+    arrays, position = {}, 0
+    for index, (n_in, n_out) in enumerate(spec.layer_shapes):
+        for term in HEBBIAN_TERM_NAMES:
+            arrays[f"{term}{index}"] = np.array(
+                theta[position : position + n_in * n_out].reshape(n_in, n_out), dtype=np.float32
+            )
+            position += n_in * n_out
     return arrays
 
 

@@ -1,4 +1,6 @@
-"""Every numba kernel of esmpi: the MLP and CNN policy steps and the sums over noise-table slices.
+"""The numba kernels that several parts of esmpi share: the dense layers, activations, output
+maps and observation normalisation of the policy families (each family's own step kernel lives in
+its module under `policies/`), the sums over noise-table slices and the node-shared counter.
 
 Kernels are small, typed and compiled once per machine (`cache=True`; set NUMBA_CACHE_DIR to put
 the cache on node-local storage). Each has a plain numpy twin in `esmpi/reference.py` that the
@@ -8,10 +10,10 @@ model: with Python's, every division checks for zero to raise ZeroDivisionError,
 stops the loop around it from being vectorised (the rational tanh's division measured 4x slower);
 their divisors are never zero.
 
-Parameter layout (shared with `policy.py`): layer by layer, the weight matrix W of shape
-(n_in, n_out) row-major, then the bias (n_out,) when the policy has biases. A layer computes
-y = x @ W + b, which the kernel evaluates as a sum of rows of W scaled by x[i], a loop the compiler
-vectorises without reordering any sum. The CNN's layout (convolutions first) is at cnn_step.
+Parameter layout of the dense layers (policies/spec.py reads it): layer by layer, the weight
+matrix W of shape (n_in, n_out) row-major, then the bias (n_out,) when the policy has biases. A
+layer computes y = x @ W + b, which the kernel evaluates as a sum of rows of W scaled by x[i], a
+loop the compiler vectorises without reordering any sum.
 """
 
 import numba
@@ -70,7 +72,7 @@ def fast_tanh(x):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _dense_layers(x, y, theta, position, sizes, bias, act):
+def dense_layers(x, y, theta, position, sizes, bias, act):
     """Run the dense layers `sizes` on x (theta read from `position`); return the buffer (x or y)
     that holds the outputs. Hidden layers apply the ACT_* activation `act`, the last none."""
     n_sizes = sizes.shape[0]
@@ -102,13 +104,13 @@ def _dense_layers(x, y, theta, position, sizes, bias, act):
                 y[o] += xi * weights_row[o]
         position += n_in * n_next + (n_next if bias else 0)
         if layer < n_sizes - 2:
-            _activate(y[:n_next], act)
+            activate(y[:n_next], act)
         x, y = y, x
     return x
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _activate(values, act):
+def activate(values, act):
     if act == ACT_TANH:
         for o in range(values.shape[0]):
             values[o] = fast_tanh(values[o])
@@ -118,7 +120,7 @@ def _activate(values, act):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _map_outputs(out, codes, tail, n_out):
+def map_outputs(out, codes, tail, n_out):
     """The argmax index of `out`, or -1 after writing the action into `tail` = (low, high,
     action), n_out each, one mapping code per dimension (see policy_step)."""
     if codes[0] == OUT_ARGMAX:
@@ -138,11 +140,12 @@ def _map_outputs(out, codes, tail, n_out):
     return -1
 
 
-# Arguments are packed into five arrays: numba's dispatcher spends ~80 ns per argument on every
-# call, which at one call per environment step is worth saving. Rows of `obs_state` and the
-# `layout` and `scratch` fields are named below; policy.Actor builds them.
+# The vector policies' kernels (policies/mlp.py, recurrent.py, hebbian.py) take their arguments
+# packed into five arrays: numba's dispatcher spends ~80 ns per argument on every call, which at
+# one call per environment step is worth saving. Rows of `obs_state` and the `layout` fields are
+# named here; each family's actor builds them.
 OBS_MEAN, OBS_INV_STD, OBS_SUM, OBS_SUMSQ, OBS_CLIP = range(5)  # rows of obs_state
-# What policy_step returns, instead of an action, for an observation holding NaN or inf: the
+# What a policy kernel returns, instead of an action, for an observation holding NaN or inf: the
 # episode has failed (rollout.py), and no action is computed from that observation.
 NOT_FINITE = -2
 # layout = (n_sizes, n_in, hidden..., n_out, bias, activation, output codes...): one OUT_ARGMAX
@@ -151,178 +154,34 @@ LAYOUT_HEADER, LAYOUT_FLAGS = 1, 2
 
 # Observations of either float type, contiguous (as environments return them: the dispatcher
 # matches these exactly, ~0.2 us a call faster than converting to the strided type) or strided.
-_POLICY_STEP_SIGNATURES = [
-    f"int64({obs}, float64[:, ::1], float32[::1], int64[::1], float32[::1])"
-    for obs in ("float32[::1]", "float64[::1]", "float32[:]", "float64[:]")
-]
+VECTOR_OBS_TYPES = ("float32[::1]", "float64[::1]", "float32[:]", "float64[:]")
 
 
-@numba.njit(_POLICY_STEP_SIGNATURES, cache=True, error_model="numpy")
-def policy_step(obs, obs_state, theta, layout, scratch):
-    """One MLP policy step: normalise `obs`, run the layers, map the output to an action.
-
-    obs        raw observation (n_in,)
-    obs_state  (5, n_in) float64: the mean to subtract and 1/std to multiply by (frozen during a
-               generation); running sums of (obs - mean) and (obs - mean)**2 that the next
-               normalisation update needs (this call adds to them); the clip bound in [4, 0]
-    theta      flat float32 parameters in the layout of the module docstring
-    layout     the number of layer widths, the widths (n_in, hidden..., n_out), then bias (0/1),
-               the ACT_* code of the hidden activation and the output codes (see LAYOUT_HEADER)
-    scratch    float32: two work rows of the widest layer's width, then the action bounds low
-               and high, then the action (n_out each)
-
-    OUT_ARGMAX returns the index of the largest output; otherwise each action dimension is
-    clipped to, tanh-rescaled into or sigmoid-rescaled into [low, high] by its own code, the
-    action is written at the end of scratch and -1 returned. An observation holding NaN or inf
-    returns NOT_FINITE (its sums are added all the same; the caller drops the episode's).
-    """
-    n_sizes = layout[0]
-    sizes = layout[LAYOUT_HEADER : LAYOUT_HEADER + n_sizes]
-    bias = layout[LAYOUT_HEADER + n_sizes] != 0
-    act = layout[LAYOUT_HEADER + n_sizes + 1]
-    codes = layout[LAYOUT_HEADER + n_sizes + LAYOUT_FLAGS :]
-    n_out = sizes[n_sizes - 1]
-    width = (scratch.shape[0] - 3 * n_out) // 2
-    x = scratch[:width]
-    y = scratch[width : 2 * width]
+@numba.njit(inline="always", error_model="numpy")
+def normalise_into(obs, obs_state, x, n_in):
+    """x[:n_in] = clip((obs - mean) * inv_std, -clip, clip), adding (obs - mean) and its square
+    to the running sums of obs_state; False when obs holds NaN or inf (the sums are added all the
+    same; the caller drops the episode's)."""
     obs_clip = obs_state[OBS_CLIP, 0]
     checksum = 0.0  # NaN or inf if any element is: one add per input instead of a test
-    for i in range(sizes[0]):
+    for i in range(n_in):
         centred = obs[i] - obs_state[OBS_MEAN, i]
         checksum += centred
         obs_state[OBS_SUM, i] += centred
         obs_state[OBS_SUMSQ, i] += centred * centred
         x[i] = min(max(centred * obs_state[OBS_INV_STD, i], -obs_clip), obs_clip)
-    if not np.isfinite(checksum):
-        return NOT_FINITE
-    out = _dense_layers(x, y, theta, 0, sizes, bias, act)
-    return _map_outputs(out, codes, scratch[2 * width :], n_out)
-
-
-# The CNN policy for pixel observations (the published CarRacing baseline's network): conv 6@3x3
-# stride 1, max-pool 2, conv 8@5x5 stride 2, max-pool 2 (each pooled map through the hidden
-# activation), then dense layers to the actions. Pools drop an odd last row or column.
-CONV_LAYERS = ((6, 3, 1), (8, 5, 2))  # (output channels, kernel size, stride)
-POOL = 2
-# cnn layout = (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
-CNN_HEADER = 5
-
-_CNN_STEP_SIGNATURES = [
-    f"int64({obs}[:, :, :, ::1], float32[::1], int64[::1], float32[::1])"
-    for obs in ("uint8", "float32", "float64")
-]
+    return np.isfinite(checksum)
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _conv_pool(
-    source,
-    s_height,
-    s_width,
-    c_in,
-    theta,
-    position,
-    bias,
-    out_channels,
-    size,
-    stride,
-    conv,
-    pooled,
-    act,
-):
-    """Convolve `source` (s_height, s_width, c_in) channels-last with the HWIO weights at
-    theta[position:] (size, size, c_in, out_channels), then the bias; write the 2x2 max-pool of the
-    result through the activation into `pooled` (channels-last); return the next theta position
-    and the pooled height and width."""
-    height = (s_height - size) // stride + 1
-    width = (s_width - size) // stride + 1
-    n_weights = size * size * c_in * out_channels
-    weights = theta[position : position + n_weights]
-    for r in range(height):
-        for c in range(width):
-            acc = conv[(r * width + c) * out_channels : (r * width + c + 1) * out_channels]
-            if bias:
-                acc[:] = theta[position + n_weights : position + n_weights + out_channels]
-            else:
-                acc[:] = 0.0
-            for dy in range(size):
-                row = (r * stride + dy) * s_width
-                for dx in range(size):
-                    pixel = source[
-                        (row + c * stride + dx) * c_in : (row + c * stride + dx + 1) * c_in
-                    ]
-                    for i in range(c_in):
-                        value = pixel[i]
-                        w = weights[((dy * size + dx) * c_in + i) * out_channels :]
-                        for o in range(out_channels):
-                            acc[o] += value * w[o]
-    p_height, p_width = height // POOL, width // POOL
-    for r in range(p_height):
-        for c in range(p_width):
-            for o in range(out_channels):
-                best = conv[((POOL * r) * width + POOL * c) * out_channels + o]
-                for dy in range(POOL):
-                    for dx in range(POOL):
-                        best = max(
-                            best, conv[((POOL * r + dy) * width + POOL * c + dx) * out_channels + o]
-                        )
-                pooled[(r * p_width + c) * out_channels + o] = best
-    _activate(pooled[: p_height * p_width * out_channels], act)
-    return position + n_weights + (out_channels if bias else 0), p_height, p_width
-
-
-@numba.njit(_CNN_STEP_SIGNATURES, cache=True, error_model="numpy")
-def cnn_step(obs, theta, layout, scratch):
-    """One CNN policy step on a pixel observation; returns like policy_step.
-
-    obs      (stack, height, width, colours): stacked frames, each channels-last; channel
-             s * colours + k of the network's input is obs[s, :, :, k]
-    theta    conv1 HWIO weights (3, 3, stack * colours, 6) [bias 6], conv2 (5, 5, 6, 8) [bias 8],
-             then the dense layers as in policy_step (the first reads the pooled conv2 map
-             flattened as (row, column, channel))
-    layout   (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
-    scratch  float32: the input scale (1/255 to see pixels in [0, 1]), the scaled input, both
-             conv outputs and pooled maps, two dense work rows, then low, high and the action
-    """
-    stack, height, width, colours = layout[0], layout[1], layout[2], layout[3]
-    n_sizes = layout[4]
-    sizes = layout[CNN_HEADER : CNN_HEADER + n_sizes]
-    bias = layout[CNN_HEADER + n_sizes] != 0
-    act = layout[CNN_HEADER + n_sizes + 1]
-    codes = layout[CNN_HEADER + n_sizes + LAYOUT_FLAGS :]
-    c_in = stack * colours
-    n_out = sizes[n_sizes - 1]
-    scale = scratch[0]
-    position = 1
-    source = scratch[position : position + height * width * c_in]
-    position += height * width * c_in
-    for r in range(height):
-        for c in range(width):
-            for s in range(stack):
-                for k in range(colours):
-                    source[(r * width + c) * c_in + s * colours + k] = obs[s, r, c, k] * scale
-    n1, size1, stride1 = CONV_LAYERS[0]
-    h1, w1 = (height - size1) // stride1 + 1, (width - size1) // stride1 + 1
-    conv1 = scratch[position : position + h1 * w1 * n1]
-    position += h1 * w1 * n1
-    pool1 = scratch[position : position + (h1 // POOL) * (w1 // POOL) * n1]
-    position += (h1 // POOL) * (w1 // POOL) * n1
-    n2, size2, stride2 = CONV_LAYERS[1]
-    p1h, p1w = h1 // POOL, w1 // POOL
-    h2, w2 = (p1h - size2) // stride2 + 1, (p1w - size2) // stride2 + 1
-    conv2 = scratch[position : position + h2 * w2 * n2]
-    position += h2 * w2 * n2
-    dense_width = 0
-    for i in range(n_sizes):
-        dense_width = max(dense_width, sizes[i])
-    x = scratch[position : position + dense_width]
-    y = scratch[position + dense_width : position + 2 * dense_width]
-    tail = scratch[position + 2 * dense_width :]
-    at, p1h, p1w = _conv_pool(
-        source, height, width, c_in, theta, 0, bias, n1, size1, stride1, conv1, pool1, act
-    )
-    at, _, _ = _conv_pool(pool1, p1h, p1w, n1, theta, at, bias, n2, size2, stride2, conv2, x, act)
-    out = _dense_layers(x, y, theta, at, sizes, bias, act)
-    return _map_outputs(out, codes, tail, n_out)
+def unpack_layout(layout, header):
+    """(sizes, bias, activation code, output codes) of a layout from position `header` on."""
+    n_sizes = layout[header - 1]
+    sizes = layout[header : header + n_sizes]
+    bias = layout[header + n_sizes] != 0
+    act = layout[header + n_sizes + 1]
+    codes = layout[header + n_sizes + LAYOUT_FLAGS :]
+    return sizes, bias, act, codes
 
 
 @numba.njit("void(float32[::1], int64[::1], float64[::1], float64[::1])", cache=True)

@@ -1,5 +1,6 @@
-"""Plain numpy twins of the numba kernels in kernels.py: what the tests compare the kernels with,
-and the numpy baseline `esmpi bench` times the policy kernel against."""
+"""Plain numpy twins of the numba kernels (kernels.py and each policy family's step in policies/):
+what the tests compare the kernels with, and the numpy baseline `esmpi bench` times the policy
+kernel against."""
 
 import numpy as np
 
@@ -29,9 +30,28 @@ def policy_step(obs, mean, inv_std, obs_clip, layers, activation, output, low, h
     return np.clip(x, low, high), centred
 
 
+def rnn_step(obs, state, mean, inv_std, obs_clip, layers, activation, output, low, high):
+    """(action or argmax index, new state) of the Elman policy (policies/recurrent.py) the
+    obvious way: h = act([x, state] @ W0 + b0), then the other layers from h as the MLP's.
+    NOT_FINITE and the state unchanged when the observation holds NaN or inf."""
+    centred = np.asarray(obs, dtype=np.float64) - mean
+    if not np.isfinite(centred).all():
+        return NOT_FINITE, state
+    x = np.clip(centred * inv_std, -obs_clip, obs_clip)
+    weights, bias = layers[0]
+    h = np.concatenate([x, state]) @ weights + (0.0 if bias is None else bias)
+    h = np.tanh(h) if activation == "tanh" else np.maximum(h, 0.0)
+    out = h
+    for layer, (weights, bias) in enumerate(layers[1:], start=1):
+        out = out @ weights + (0.0 if bias is None else bias)
+        if layer < len(layers) - 1:
+            out = np.tanh(out) if activation == "tanh" else np.maximum(out, 0.0)
+    return map_outputs(out, output, low, high), h
+
+
 def float64_layers(spec, theta):
     """policy.layer_views(spec, theta) in float64."""
-    from esmpi.policy import layer_views
+    from esmpi.policies import layer_views
 
     return [
         (w.astype(np.float64), None if b is None else b.astype(np.float64))
@@ -79,9 +99,8 @@ def map_outputs(x, output, low, high):
 
 
 def cnn_step(obs, spec, theta):
-    """The CNN policy's action for `obs` the obvious way (float64; see kernels.cnn_step)."""
-    from esmpi.kernels import CONV_LAYERS, POOL
-    from esmpi.policy import conv_views
+    """The CNN policy's action for `obs` the obvious way (float64; see policies/cnn.py cnn_step)."""
+    from esmpi.policies.spec import CONV_LAYERS, POOL, conv_views
 
     activation = np.tanh if spec.activation == "tanh" else (lambda v: np.maximum(v, 0.0))
     frames = np.asarray(obs, dtype=np.float64).reshape(spec.obs_shape) * spec.obs_scale

@@ -14,7 +14,7 @@ import numpy as np
 
 from esmpi import envs
 from esmpi.config import UsageError
-from esmpi.policy import NonFiniteObservation
+from esmpi.policies import NonFiniteObservation
 
 # Why an episode failed, by code (0: it did not): a reward or an observation was NaN or inf, or
 # the environment's reset or step raised.
@@ -91,7 +91,8 @@ NO_RULES = EpisodeRules()
 def run_episode(
     env, actor, theta: np.ndarray, seed: int, horizon: int, rules: EpisodeRules = NO_RULES
 ) -> tuple[float, int]:
-    """Reset `env` with `seed`, act with `theta` until the episode ends or `horizon` steps pass.
+    """Reset `env` and `actor` with `seed`, act with `theta` until the episode ends or `horizon`
+    steps pass.
 
     Returns (total score, steps taken, burn-in included), or raises EpisodeFailed when a reward
     or an observation is NaN or inf or the environment raises. The actor's observation sums grow
@@ -102,6 +103,7 @@ def run_episode(
     steps, isfinite = 0, math.isfinite
     try:
         obs, _ = envs.reset(env, int(seed))
+        actor.reset(int(seed))
         total = 0.0
         act, step = actor.act, env.step
         for steps in range(1, horizon + 1):
@@ -120,6 +122,7 @@ def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tup
     steps, isfinite = 0, math.isfinite
     try:
         obs, _ = envs.reset(env, int(seed))
+        actor.reset(int(seed))
         act, step = actor.act, env.step
         idle = zero_action(env.action_space)
         endless = rules.ignore_terminated

@@ -25,7 +25,7 @@ import numpy as np
 from esmpi import checkpoint, envs, noise, parallel, strategies
 from esmpi.config import Config, UsageError, from_toml, to_toml
 from esmpi.obsnorm import ObsNorm
-from esmpi.policy import (
+from esmpi.policies import (
     Actor,
     PolicySpec,
     actor_for,

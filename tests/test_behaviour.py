@@ -11,7 +11,7 @@ import pytest
 from conftest import SMALL_TABLE, TESTS, checked, esmpi
 from esmpi import behaviour, envs, mazes, suite
 from esmpi.config import Config, UsageError
-from esmpi.policy import actor_for, initial_theta, spec_for_spaces
+from esmpi.policies import actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import run_episode
 
 

@@ -40,6 +40,11 @@ def test_bench_reports_every_part(tmp_path):
     report = json.loads(report_path.read_text())
     assert [row["shape"] for row in report["forward"]] == ["17->128->64->6", "348->256->256->17"]
     assert all(row["numba_us"] > 0 and row["numpy_us"] > 0 for row in report["forward"])
+    families = report["policy_families"]
+    assert [row["policy"] for row in families] == ["linear", "mlp", "rnn", "hebbian"]
+    assert [row["shape"] for row in families] == ["17->6", *["17->128->64->6"] * 3]
+    assert all(0 < row["share"] < 1 and row["step_us"] > 0 for row in families)
+    assert "share of a step" in result.stdout + result.stderr
     for row in report["environments"]:
         assert row["efficiency"] == pytest.approx(
             row["train_steps_per_s_per_rank"] / row["bare_steps_per_s"]

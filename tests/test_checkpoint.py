@@ -8,7 +8,7 @@ import pytest
 
 from esmpi import checkpoint
 from esmpi.config import Config, UsageError, to_toml
-from esmpi.policy import PolicySpec
+from esmpi.policies import PolicySpec
 from esmpi.strategies import openai_es
 from esmpi.strategies.base import state_from_items, state_items
 from esmpi.strategies.optimizers import OptimizerState

@@ -11,12 +11,12 @@ import pytest
 from conftest import child_environment
 from esmpi import envs
 from esmpi.config import Config, UsageError
-from esmpi.policy import Actor, initial_theta, spec_for_spaces
+from esmpi.policies import actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import run_episode
 
 
 def _returns(env, horizon, spec, theta, seeds):
-    actor = Actor(spec)
+    actor = actor_for(spec)
     return [run_episode(env, actor, theta, seed, horizon) for seed in seeds]
 
 
@@ -125,6 +125,25 @@ def test_discrete_observations_are_one_hot():
     env = envs.make_env("FrozenLake-v1")
     spec = spec_for_spaces(env.observation_space, env.action_space, Config(hidden=[4]))
     assert spec.obs_encoding == "onehot" and spec.sizes == (16, 4, 4) and spec.output == "argmax"
+
+
+def test_obs_keep_hides_the_other_elements_of_the_observation():
+    """CartPole seen without its velocities (--obs-keep 0,2): the kept elements are the full
+    observation's, episode for episode; a bad index or a non-flat space is one sentence."""
+    _, full, _ = envs.make_for_rollouts(Config(env="CartPole-v1"), quiet=True)
+    _, kept, _ = envs.make_for_rollouts(Config(env="CartPole-v1", obs_keep=[0, 2]), quiet=True)
+    assert kept.observation_space.shape == (2,)
+    assert np.array_equal(kept.observation_space.low, full.observation_space.low[[0, 2]])
+    seen, _ = kept.reset(seed=4)
+    whole, _ = full.reset(seed=4)
+    for _ in range(20):
+        assert np.array_equal(seen, whole[[0, 2]])
+        seen = kept.step(1)[0]
+        whole = full.step(1)[0]
+    with pytest.raises(UsageError, match="indices 0 to 3"):
+        envs.make_for_rollouts(Config(env="CartPole-v1", obs_keep=[4]), quiet=True)
+    with pytest.raises(UsageError, match="flat Box observation"):
+        envs.make_for_rollouts(Config(env="toyenvs:DictObservations", obs_keep=[0]), quiet=True)
 
 
 def test_start_up_chatter_stays_off_the_console_and_out_of_the_folder(tmp_path):

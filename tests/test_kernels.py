@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esmpi import kernels, reference
-from esmpi.policy import Actor, PolicySpec, initial_theta, layer_views
+from esmpi.policies import PolicySpec, actor_for, initial_theta, layer_views, mlp
 
 TOLERANCE = 1e-5
 
@@ -56,7 +56,7 @@ def test_policy_step_matches_numpy(sizes, activation, bias, output, obs_dtype, s
     spec = _spec(sizes, activation, bias, output)
     rng = np.random.default_rng(seed)
     theta = (rng.standard_normal(spec.n_params) * 0.5).astype(np.float32)
-    actor = Actor(spec, obs_clip=3.0)
+    actor = actor_for(spec, obs_clip=3.0)
     mean, std = rng.standard_normal(sizes[0]), rng.uniform(0.5, 2.0, sizes[0])
     actor.set_normalisation(mean, std)
     obs = (rng.standard_normal(sizes[0]) * 4).astype(obs_dtype)
@@ -83,15 +83,15 @@ def test_policy_step_matches_numpy(sizes, activation, bias, output, obs_dtype, s
 def test_policy_step_returns_not_finite_for_a_nan_or_inf_observation(bad, output):
     """Kernel and twin agree that an observation with one NaN/inf element has no action; the
     Actor raises NonFiniteObservation naming the element."""
-    from esmpi.policy import NonFiniteObservation
+    from esmpi.policies import NonFiniteObservation
 
     spec = _spec([5, 8, 3], "tanh", True, output)
     theta = initial_theta(spec, seed=0)
-    actor = Actor(spec)
+    actor = actor_for(spec)
     obs = np.linspace(-1.0, 1.0, 5)
     obs[3] = bad
     layout, scratch = actor.layout, actor.scratch
-    assert kernels.policy_step(obs, actor.obs_state, theta, layout, scratch) == kernels.NOT_FINITE
+    assert mlp.mlp_step(obs, actor.obs_state, theta, layout, scratch) == kernels.NOT_FINITE
     layers = reference.float64_layers(spec, theta)
     low, high = np.full(3, -1.0), np.full(3, 1.0)
     got, _ = reference.policy_step(obs, 0.0, 1.0, 5.0, layers, "tanh", output, low, high)
@@ -105,7 +105,7 @@ def test_policy_step_returns_not_finite_for_a_nan_or_inf_observation(bad, output
 def test_policy_step_with_default_architecture_and_init():
     spec = _spec([17, 128, 64, 6], "tanh", False, "clip")
     theta = initial_theta(spec, seed=0) * 30
-    actor = Actor(spec)
+    actor = actor_for(spec)
     obs = np.random.default_rng(0).standard_normal(17)
     layers = reference.float64_layers(spec, theta)
     low, high = np.array(spec.action_low), np.array(spec.action_high)
@@ -134,7 +134,7 @@ def test_dense_layers_add_products_in_row_order_bit_for_bit(sizes, bias, seed):
         for i in range(weights.shape[0]):
             y = y + x[i] * weights[i]
         x = np.maximum(y, np.float32(0)) if layer < len(sizes) - 2 else y
-    assert np.array_equal(Actor(spec).act(obs, theta), x)
+    assert np.array_equal(actor_for(spec).act(obs, theta), x)
 
 
 @pytest.mark.parametrize("dim", [1, 7, 1000])

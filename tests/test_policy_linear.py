@@ -10,7 +10,7 @@ from conftest import SMALL_TABLE, checked, esmpi
 from esmpi import checkpoint, reference
 from esmpi.config import Config
 from esmpi.export import exported_arrays
-from esmpi.policy import Actor, actor_for, initial_theta, layer_views, spec_for_spaces
+from esmpi.policies import actor_for, initial_theta, layer_views, mlp, spec_for_spaces
 from esmpi.train import new_run, to_checkpoint
 
 OBS_SPACE = spaces.Box(-10.0, 10.0, (3, 2))
@@ -32,7 +32,7 @@ def test_spec_is_one_layer_from_observations_to_actions_starting_at_zero(action,
     n_out = 4 if action == "discrete" else 3
     assert spec.kind == "linear" and spec.sizes == (6, n_out)
     assert spec.n_params == 6 * n_out + (n_out if bias else 0)
-    assert actor_for(spec).__class__ is Actor  # the MLP kernel runs it
+    assert actor_for(spec).kernel is mlp.mlp_step  # the MLP kernel runs it
     theta = initial_theta(spec, seed=3)
     assert theta.dtype == np.float32 and theta.shape == (spec.n_params,) and not theta.any()
 
@@ -45,7 +45,7 @@ def test_action_is_the_normalised_observation_times_m(action, action_map):
     theta = rng.standard_normal(spec.n_params).astype(np.float32)
     [(weights, bias)] = layer_views(spec, theta)
     mean, std = rng.standard_normal(6), rng.uniform(0.5, 2.0, 6)
-    actor = Actor(spec, obs_clip=3.0)
+    actor = actor_for(spec, obs_clip=3.0)
     actor.set_normalisation(mean, std)
     low, high = np.array(spec.action_low), np.array(spec.action_high)
     for _ in range(50):

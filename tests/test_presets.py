@@ -13,7 +13,7 @@ import pytest
 from conftest import SMALL_TABLE, checked, esmpi
 from esmpi import checkpoint, envs, kernels, presets, reference
 from esmpi.config import Config, UsageError, from_toml
-from esmpi.policy import Actor, PolicySpec, actor_for, initial_theta, spec_for_spaces
+from esmpi.policies import PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
 
 
@@ -74,7 +74,7 @@ def test_esmpi_envs_lists_every_preset():
 
 
 def _cnn_spec(obs_shape, bias, activation, output, n_out=3, scale=1.0 / 255.0):
-    from esmpi.policy import cnn_features
+    from esmpi.policies.cnn import cnn_features
 
     bounds = {}
     if output != "argmax":
@@ -140,7 +140,7 @@ def test_mlp_per_dimension_action_maps_equal_reference():
         action_shape=(3,),
     )
     rng = np.random.default_rng(3)
-    actor = Actor(spec)
+    actor = actor_for(spec)
     for _ in range(20):
         theta = (rng.standard_normal(spec.n_params) * 2).astype(np.float32)
         obs = rng.standard_normal(5)

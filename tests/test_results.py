@@ -21,7 +21,7 @@ from esmpi import checkpoint, plotting, results
 from esmpi.config import Config, UsageError, from_toml
 from esmpi.evaluate import trained_policy
 from esmpi.export import exported_arrays
-from esmpi.policy import actor_for, spec_for_spaces
+from esmpi.policies import actor_for, spec_for_spaces
 from esmpi.train import new_run, to_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -241,17 +241,19 @@ def test_render_without_a_display_is_one_sentence(trained):
 # export and the README's runner
 
 
-def readme_runner():
-    """load_policy from README's `esmpi export` code block, run as the README shows it."""
-    found = re.search(
-        r"```python\n(import numpy as np\n.*?\ndef load_policy\(.*?)```", README.read_text(), re.S
-    )
-    assert found, "README lost its numpy runner"
-    body = [line for line in found.group(1).splitlines() if line.strip()]
+def readme_runner(name: str = "load_policy"):
+    """`name` from README's `esmpi export` code blocks (load_policy, or StatefulPolicy, which uses
+    the first block's functions), run as the README shows them."""
+    text = README.read_text()
+    first = re.search(r"```python\n(import numpy as np\n.*?\ndef load_policy\(.*?)```", text, re.S)
+    second = re.search(r"```python\n(class StatefulPolicy:.*?)```", text, re.S)
+    assert first and second, "README lost its numpy runner"
+    body = [line for line in first.group(1).splitlines() if line.strip()]
     assert len(body) <= 45, "the README's runner should stay short"
     namespace = {}
-    exec(found.group(1), namespace)
-    return namespace["load_policy"]
+    exec(first.group(1), namespace)
+    exec(second.group(1), namespace)
+    return namespace[name]
 
 
 def esmpi_actions(path, observations, best=False):

@@ -49,6 +49,39 @@ def rnn_step(obs, state, mean, inv_std, obs_clip, layers, activation, output, lo
     return map_outputs(out, output, low, high), h
 
 
+def hebbian_step(obs, weights, rules, mean, inv_std, obs_clip, activation, output, low, high, norm):
+    """(action or argmax index, new weights) of the Hebbian policy (policies/hebbian.py) the
+    obvious way: act with `weights` [(n_in, n_out) per layer], then W += eta * (A pre post + B pre
+    + C post + D) per layer (`rules`: [(eta, A, B, C, D)] per layer), then with `norm` each layer
+    divided by its largest magnitude. NOT_FINITE and the weights unchanged for NaN or inf."""
+    centred = np.asarray(obs, dtype=np.float64) - mean
+    if not np.isfinite(centred).all():
+        return NOT_FINITE, weights
+    outputs = [np.clip(centred * inv_std, -obs_clip, obs_clip)]
+    for layer, w in enumerate(weights):
+        x = outputs[-1] @ w
+        if layer < len(weights) - 1:
+            x = np.tanh(x) if activation == "tanh" else np.maximum(x, 0.0)
+        outputs.append(x)
+    action = map_outputs(outputs[-1], output, low, high)
+    updated = []
+    for layer, (w, (eta, a, b, c, d)) in enumerate(zip(weights, rules, strict=True)):
+        pre, post = outputs[layer][:, None], outputs[layer + 1][None, :]
+        w = w + eta * (a * pre * post + b * pre + c * post + d)
+        updated.append(w / np.abs(w).max() if norm and np.abs(w).max() > 0 else w)
+    return action, updated
+
+
+def hebbian_rules(spec, theta):
+    """[(eta, A, B, C, D)] per layer, float64 (n_in, n_out) each, from a Hebbian theta."""
+    rules, position = [], 0
+    for n_in, n_out in spec.layer_shapes:
+        terms = theta[position : position + 5 * n_in * n_out].astype(np.float64)
+        rules.append(tuple(terms.reshape(5, n_in, n_out)))
+        position += 5 * n_in * n_out
+    return rules
+
+
 def float64_layers(spec, theta):
     """policy.layer_views(spec, theta) in float64."""
     from esmpi.policies import layer_views

@@ -38,6 +38,7 @@ class RunSummary:
     run: str  # the run folder's name
     env_id: str
     strategy: str
+    policy: str  # the policy's kind: mlp, linear, cnn, rnn, hebbian or a user's module:Class
     seed: int
     n_ranks: int
     generations: int
@@ -107,6 +108,7 @@ def summarise(path: str) -> RunSummary:
         run=os.path.basename(os.path.dirname(os.path.abspath(attrs["path"]))),
         env_id=state.env_id,
         strategy=state.strategy,
+        policy=state.policy.kind,
         seed=state.seed,
         n_ranks=state.n_ranks,
         generations=state.generation,
@@ -175,6 +177,7 @@ _SUMMARY_COLUMNS = (
     ("run", "<", lambda s: s.run),
     ("env", "<", lambda s: s.env_id),
     ("strategy", "<", lambda s: s.strategy),
+    ("policy", "<", lambda s: s.policy),
     ("seed", ">", lambda s: str(s.seed)),
     ("ranks", ">", lambda s: str(s.n_ranks)),
     ("gens", ">", lambda s: str(s.generations)),

@@ -94,11 +94,12 @@ def test_inspect_table_is_one_line_per_run_in_the_json_order(trained):
     folder, _ = trained
     runs = json.loads(checked(esmpi("inspect", str(folder), "--json")).stdout)
     lines = checked(esmpi("inspect", str(folder))).stdout.splitlines()
-    assert lines[0].split()[:4] == ["run", "env", "strategy", "seed"]
+    assert lines[0].split()[:5] == ["run", "env", "strategy", "policy", "seed"]
     for line, run in zip(lines[1:], runs, strict=False):
         cells = line.split()
         assert cells[0] == run["run"] and cells[1] == run["env_id"]
         assert cells[2] == run["strategy"] == "openai-es"
+        assert cells[3] == run["policy"] == "mlp"
         assert f"{run['timesteps']:,}" in cells
         assert f"{run['last_eval']:.2f}" in cells
         assert f"{run['best_eval']:.2f}" in cells

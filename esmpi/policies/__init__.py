@@ -81,6 +81,12 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
             "and Discrete observations; --flatten-obs makes one vector of a Dict or Tuple of them."
         )
     if kind == "hebbian":
+        if obs_encoding == "box" and len(observation_space.shape) >= 3:
+            raise UsageError(
+                f"--policy hebbian reads vector observations, not images ({observation_space}): "
+                "the paper's pixel network (evolved convolutions before Hebbian layers) is not "
+                "built yet; use --policy cnn."
+            )
         if config.bias:
             raise UsageError("--policy hebbian has no biases (the paper's network); drop --bias.")
         fields.update(plastic_norm=config.plastic_norm)

@@ -1,0 +1,113 @@
+"""`--policy module:Class`: a user's policy class (tests/userpolicies.py) through the protocol's
+checks, an episode, and, on real ranks, training on 1, 2 and 3 ranks, an exact resume, `esmpi
+eval`, `inspect` and `export`."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from conftest import SMALL_TABLE, checked, esmpi, read_theta
+from esmpi import checkpoint, envs
+from esmpi.config import Config, UsageError, from_mapping
+from esmpi.policies import actor_for, initial_theta, spec_for_spaces
+from esmpi.rollout import run_episode
+
+LINEAR = "userpolicies:LinearTanh"
+PENDULUM_SPACES = (spaces.Box(-8.0, 8.0, (3,)), spaces.Box(-2.0, 2.0, (1,)))
+
+
+def test_the_spec_names_the_class_and_takes_its_parameter_count():
+    spec = spec_for_spaces(*PENDULUM_SPACES, Config(policy=LINEAR))
+    assert spec.kind == LINEAR and spec.is_user_class
+    assert spec.n_params == (3 + 1) * 1 and spec.obs_encoding == "raw"
+    theta = initial_theta(spec, seed=5)
+    assert theta.dtype == np.float32 and np.array_equal(theta, initial_theta(spec, seed=5))
+    assert not np.array_equal(theta, initial_theta(spec, seed=5, index=1))  # a meta-population's
+    action = actor_for(spec).act(np.array([0.5, -0.5, 1.0]), theta)
+    assert action.shape == (1,) and -2.0 <= action[0] <= 2.0
+
+
+def test_each_episode_resets_the_class_with_its_seed():
+    config = Config(env="Pendulum-v1", policy=LINEAR)
+    _, stepped, _ = envs.make_for_rollouts(config, quiet=True)
+    spec = spec_for_spaces(stepped.observation_space, stepped.action_space, config)
+    actor = actor_for(spec)
+    theta = initial_theta(spec, seed=0)
+    first = run_episode(stepped, actor, theta, 11, 50)
+    assert actor.policy.episode_seed == 11
+    assert run_episode(stepped, actor, theta, 11, 50) == first
+    assert run_episode(stepped, actor, theta, 12, 50) != first
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("nosuchmodule:Policy", "Cannot import nosuchmodule"),
+        ("userpolicies:NoSuchClass", "has no class NoSuchClass"),
+        ("userpolicies:NoAct", "no act method"),
+        ("userpolicies:FailsToStart", "failed to start: ValueError: this policy needs"),
+    ],
+)
+def test_a_class_that_breaks_the_protocol_is_one_sentence(name, words):
+    with pytest.raises(UsageError, match=words):
+        spec_for_spaces(*PENDULUM_SPACES, from_mapping({"policy": name}))
+
+
+def test_a_policy_name_that_is_neither_built_in_nor_a_class_is_one_sentence():
+    with pytest.raises(UsageError, match="one of mlp, linear, cnn, rnn, hebbian or 'module:Class'"):
+        from_mapping({"policy": "userpolicies"})
+
+
+def test_initial_parameters_of_the_wrong_shape_are_one_sentence():
+    spec = spec_for_spaces(*PENDULUM_SPACES, Config(policy="userpolicies:WrongShape"))
+    with pytest.raises(UsageError, match="initial_theta gave an array of shape \\(5,\\)"):
+        initial_theta(spec, seed=0)
+
+
+def test_the_command_line_names_a_missing_class_without_a_traceback(runs):
+    result = esmpi("train", "--policy", "nosuchmodule:Policy", "--folder", str(runs), ranks=2)
+    assert result.returncode != 0
+    assert "Cannot import nosuchmodule for --policy nosuchmodule:Policy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+TRAIN = ["train", "--env", "Pendulum-v1", "--policy", LINEAR, "--popsize", "10", *SMALL_TABLE]
+
+
+@pytest.mark.mpi
+def test_a_user_class_trains_on_any_ranks_resumes_exactly_replays_and_exports(runs, tmp_path):
+    common = [*TRAIN, "--folder", str(runs), "--final-episodes", "3"]
+    for ranks in (1, 2, 3):
+        checked(esmpi(*common, "--generations", "4", "--run-name", f"ranks{ranks}", ranks=ranks))
+    checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
+    checked(esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3))
+    expected = read_theta(runs / "ranks1" / "checkpoint.h5")
+    for run in ("ranks2", "ranks3", "split"):
+        assert np.array_equal(read_theta(runs / run / "checkpoint.h5"), expected), run
+    state = checkpoint.load(str(runs / "ranks2" / "checkpoint.h5"))
+    assert state.policy.kind == LINEAR and state.policy.user_params == 4
+    final = state.final
+    assert final is not None
+    for seed, want in zip(final.seeds, final.returns[0], strict=True):
+        shown = esmpi("eval", str(runs / "ranks2"), "--episode-seed", str(seed), "--json")
+        assert json.loads(checked(shown).stdout)["returns"] == [want]
+    assert LINEAR in checked(esmpi("inspect", str(runs / "ranks2"))).stdout
+    out = tmp_path / "policy.npz"
+    printed = checked(esmpi("export", str(runs / "ranks2"), "-o", str(out))).stdout
+    assert "4 parameters (its class runs them)" in printed
+    exported = dict(np.load(out))
+    assert sorted(exported) == ["env_id", "generation", "kind", "theta"]
+    assert str(exported["kind"]) == LINEAR and np.array_equal(exported["theta"], state.theta)
+
+
+def test_the_readmes_example_is_the_class_these_tests_train():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = re.search(r"```python\n(class LinearTanh:.*?)```", readme, re.S)
+    assert (
+        example
+        and example.group(1).strip() in (Path(__file__).parent / "userpolicies.py").read_text()
+    )

@@ -121,6 +121,8 @@ TRAIN = ["train", "--env", "Pendulum-v1", "--popsize", "10", *SMALL_TABLE]
 @pytest.mark.mpi
 @pytest.mark.parametrize("kind", POLICIES)
 def test_a_stateful_policy_is_rank_invariant_resumes_exactly_and_replays(kind, runs):
+    """4 generations on 1, 2 and 3 ranks and 2 then a resume to 4 on 3 ranks end with the same
+    parameters; `esmpi eval` replays the final evaluation's episodes, with and without a video."""
     common = [*TRAIN, *POLICIES[kind], "--folder", str(runs), "--final-episodes", "3"]
     for ranks in (1, 2, 3):
         run = ["--generations", "4", "--run-name", f"ranks{ranks}"]
@@ -137,6 +139,13 @@ def test_a_stateful_policy_is_rank_invariant_resumes_exactly_and_replays(kind, r
     for seed, want in zip(final.seeds, final.returns[0], strict=True):
         shown = esmpi("eval", str(runs / "ranks2"), "--episode-seed", str(seed), "--json")
         assert json.loads(checked(shown).stdout)["returns"] == [want]
+    video = runs / "episode.mp4"  # recording resets the policy with the episode as well
+    recorded = esmpi(
+        *("eval", str(runs / "ranks2"), "--episode-seed", str(final.seeds[0])),
+        *("--video", str(video), "--json"),
+    )
+    record = json.loads(checked(recorded).stdout)
+    assert record["returns"] == [final.returns[0][0]] and record["video_frames"] == 201
 
 
 @pytest.mark.mpi

@@ -24,7 +24,8 @@ Keys of the file (all plain arrays, no pickles):
     env_id, generation    where the policy comes from
 
   hebbian (no W, b: the weights start random in each episode and change at every step):
-    eta0, A0, B0, C0, D0, eta1, ...  float32 (n_in, n_out) per layer: after each step,
+    rule_eta0, rule_A0, rule_B0, rule_C0, rule_D0, rule_eta1, ...  float32 (n_in, n_out) per
+                          layer: after each step,
                           W += eta * (A * pre * post + B * pre + C * post + D), pre (n_in, 1) the
                           layer's input, post (1, n_out) its output (after the activation; raw
                           for the last layer); then, with plastic_norm, W /= max |W|
@@ -32,11 +33,11 @@ Keys of the file (all plain arrays, no pickles):
                           default_rng(SeedSequence([s, weights_stream])).uniform(-initial_weight,
                           initial_weight, all weights) in float32, layer by layer row-major
 
-  every kind but cnn:
+  every kind but those on pixels:
     obs_mean, obs_std     normalisation: x = clip((obs - obs_mean) / obs_std, -obs_clip, obs_clip)
     obs_clip              see above
 
-  cnn only (policies/cnn.py cnn_step; the observation is not normalised but scaled):
+  cnn, and hebbian on pixels (policies/cnn.py; the observation is not normalised but scaled):
     obs_shape             (frames, height, width, colours) of one observation; the frames are
                           joined on the colour axis into one (height, width, frames * colours) image
     obs_scale             the image is multiplied by this (1/255: pixels in [0, 1])
@@ -93,7 +94,7 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
         )
     else:
         arrays.update(_float32_layers("W", "b", layer_views(spec, theta)))
-    if spec.kind == "cnn":
+    if spec.conv_shapes:  # a CNN, or a Hebbian policy on pixels
         arrays.update(_float32_layers("C", "c", conv_views(spec, theta)))
         arrays.update(
             conv_size=np.array([size for _, size, _ in CONV_LAYERS], dtype=np.int64),
@@ -112,11 +113,12 @@ def exported_arrays(path: str, best: bool = False) -> dict[str, np.ndarray]:
 
 
 def _hebbian_rule(spec, theta: np.ndarray) -> dict[str, np.ndarray]:
-    """eta0, A0, B0, C0, D0, eta1, ...: each layer's rule, float32 (n_in, n_out)."""
-    arrays, position = {}, 0
+    """rule_eta0, rule_A0, ..., rule_D0, rule_eta1, ...: each layer's rule, float32 (n_in,
+    n_out), read after the convolutions on pixels."""
+    arrays, position = {}, sum(weights.size for weights, _ in conv_views(spec, theta))
     for index, (n_in, n_out) in enumerate(spec.layer_shapes):
         for term in HEBBIAN_TERM_NAMES:
-            arrays[f"{term}{index}"] = np.array(
+            arrays[f"rule_{term}{index}"] = np.array(
                 theta[position : position + n_in * n_out].reshape(n_in, n_out), dtype=np.float32
             )
             position += n_in * n_out

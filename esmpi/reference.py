@@ -73,8 +73,11 @@ def hebbian_step(obs, weights, rules, mean, inv_std, obs_clip, activation, outpu
 
 
 def hebbian_rules(spec, theta):
-    """[(eta, A, B, C, D)] per layer, float64 (n_in, n_out) each, from a Hebbian theta."""
-    rules, position = [], 0
+    """[(eta, A, B, C, D)] per layer, float64 (n_in, n_out) each, from a Hebbian theta (after
+    the convolutions on pixels)."""
+    from esmpi.policies.spec import conv_views
+
+    rules, position = [], sum(weights.size for weights, _ in conv_views(spec, theta))
     for n_in, n_out in spec.layer_shapes:
         terms = theta[position : position + 5 * n_in * n_out].astype(np.float64)
         rules.append(tuple(terms.reshape(5, n_in, n_out)))
@@ -131,8 +134,9 @@ def map_outputs(x, output, low, high):
     return action
 
 
-def cnn_step(obs, spec, theta):
-    """The CNN policy's action for `obs` the obvious way (float64; see policies/cnn.py cnn_step)."""
+def conv_features(obs, spec, theta):
+    """The CNN's convolutions on `obs` the obvious way (float64; see policies/cnn.py
+    conv_features): the pooled conv2 map through the activation, flattened."""
     from esmpi.policies.spec import CONV_LAYERS, POOL, conv_views
 
     activation = np.tanh if spec.activation == "tanh" else (lambda v: np.maximum(v, 0.0))
@@ -151,7 +155,13 @@ def cnn_step(obs, spec, theta):
         x = x[: pooled_h * POOL, : pooled_w * POOL]
         x = x.reshape(pooled_h, POOL, pooled_w, POOL, -1).max(axis=(1, 3))
         x = activation(x)
-    x = x.ravel()
+    return x.ravel()
+
+
+def cnn_step(obs, spec, theta):
+    """The CNN policy's action for `obs` the obvious way (float64; see policies/cnn.py cnn_step)."""
+    activation = np.tanh if spec.activation == "tanh" else (lambda v: np.maximum(v, 0.0))
+    x = conv_features(obs, spec, theta)
     layers = float64_layers(spec, theta)
     for layer, (weights, bias) in enumerate(layers):
         x = x @ weights + (0.0 if bias is None else bias)

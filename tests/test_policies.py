@@ -24,7 +24,7 @@ from test_results import readme_runner
 
 from conftest import SMALL_TABLE, checked, esmpi, read_theta
 from esmpi import checkpoint, reference
-from esmpi.config import Config, UsageError
+from esmpi.config import Config
 from esmpi.evaluate import trained_policy
 from esmpi.policies import actor_for, initial_theta, layer_views, recurrent, spec_for_spaces
 
@@ -103,19 +103,16 @@ def test_the_first_hidden_layer_alone_is_recurrent_in_the_views():
     assert all(b is None for _, b in views)
 
 
-def test_the_hebbian_policy_refuses_images_in_one_sentence():
-    image = spaces.Box(0, 255, (96, 96, 3), dtype=np.uint8)
-    with pytest.raises(UsageError, match="--policy hebbian reads vector observations"):
-        spec_for_spaces(image, spaces.Discrete(3), Config(policy="hebbian"))
-
-
 # --- on real ranks ------------------------------------------------------------------------------
 
+PENDULUM = ["--env", "Pendulum-v1"]
+PIXELS = ["--env", "toyenvs:ToyPixels", "--max-steps", "30", "--scale-obs"]
 POLICIES = {
-    "rnn": ["--policy", "rnn", "--hidden", "6"],
-    "hebbian": ["--policy", "hebbian", "--hidden", "6,4"],
+    "rnn": [*PENDULUM, "--policy", "rnn", "--hidden", "6"],
+    "hebbian": [*PENDULUM, "--policy", "hebbian", "--hidden", "6,4"],
+    "hebbian-pixels": [*PIXELS, "--policy", "hebbian", "--hidden", "6"],
 }
-TRAIN = ["train", "--env", "Pendulum-v1", "--popsize", "10", *SMALL_TABLE]
+TRAIN = ["train", "--popsize", "10", *SMALL_TABLE]
 
 
 @pytest.mark.mpi
@@ -133,12 +130,15 @@ def test_a_stateful_policy_is_rank_invariant_resumes_exactly_and_replays(kind, r
     for run in ("ranks2", "ranks3", "split"):
         assert np.array_equal(read_theta(runs / run / "checkpoint.h5"), expected), run
     state = checkpoint.load(str(runs / "ranks2" / "checkpoint.h5"))
-    assert state.policy.kind == kind
+    assert state.policy.kind == kind.split("-")[0]
+    assert bool(state.policy.conv_shapes) == kind.endswith("pixels")
     final = state.final
     assert final is not None
     for seed, want in zip(final.seeds, final.returns[0], strict=True):
         shown = esmpi("eval", str(runs / "ranks2"), "--episode-seed", str(seed), "--json")
         assert json.loads(checked(shown).stdout)["returns"] == [want]
+    if kind.endswith("pixels"):
+        return  # the toy pixel environment draws no frames
     video = runs / "episode.mp4"  # recording resets the policy with the episode as well
     recorded = esmpi(
         *("eval", str(runs / "ranks2"), "--episode-seed", str(final.seeds[0])),
@@ -163,9 +163,11 @@ def test_the_readme_runner_acts_like_esmpi_over_an_episode(kind, runs, tmp_path)
     actor.set_normalisation(obs_mean, obs_std)
     policy = readme_runner("StatefulPolicy")(out)
     rng = np.random.default_rng(0)
-    observations = (obs_mean + 2 * obs_std * rng.standard_normal((100, obs_mean.size))).astype(
-        np.float32
-    )
+    if state.policy.obs_shape:  # frames of the toy pixel environment's shape
+        observations = rng.integers(0, 256, (100, 24, 24), dtype=np.uint8)
+    else:
+        noise = rng.standard_normal((100, obs_mean.size))
+        observations = (obs_mean + 2 * obs_std * noise).astype(np.float32)
     for episode_seed in (3, 4):
         actor.reset(episode_seed)
         policy.reset(episode_seed)

@@ -101,6 +101,47 @@ def _top_two(actor, theta, obs):
     return out[-1], out[-2] if out.size > 1 else out[-1]
 
 
+def test_on_pixels_the_cnns_convolutions_feed_the_plastic_layers():
+    """Frames (uint8, three dimensions or more) go through the CNN's evolved convolutions (no
+    biases); the kernel matches the numpy twin (convolutions, then the plastic layers) over an
+    episode of random frames."""
+    frames = spaces.Box(0, 255, (2, 24, 24), dtype=np.uint8)  # two stacked grayscale frames
+    config = Config(policy="hebbian", hidden=[6], frame_stack=2, scale_obs=True)
+    spec = spec_for_spaces(frames, spaces.Box(-1.0, 1.0, (2,)), config)
+    assert spec.obs_encoding == "pixels" and spec.obs_shape == (2, 24, 24, 1)
+    assert spec.conv_shapes == [(3, 2, 6), (5, 6, 8)] and spec.sizes == (32, 6, 2)
+    convs = 3 * 3 * 2 * 6 + 5 * 5 * 6 * 8
+    assert spec.n_params == convs + 5 * (32 * 6 + 6 * 2)
+    theta = initial_theta(spec, seed=1)
+    theta[convs:] *= 0.1  # a small rule, as in the vector comparison
+    rng = np.random.default_rng(1)
+    actor = actor_for(spec)
+    actor.reset(9)
+    weights = [w.astype(np.float64) for w in _layers(spec, hebbian.initial_weights(spec, 9))]
+    rules = reference.hebbian_rules(spec, theta)
+    low, high = np.array(spec.action_low), np.array(spec.action_high)
+    n_in = spec.sizes[0]
+    for frame in rng.integers(0, 256, (STEPS, 2, 24, 24), dtype=np.uint8):
+        got = actor.act(frame, theta)
+        features = reference.conv_features(frame, spec, theta)
+        want, weights = reference.hebbian_step(
+            features,
+            weights,
+            rules,
+            np.zeros(n_in),
+            np.ones(n_in),
+            np.inf,
+            "tanh",
+            "clip",
+            low,
+            high,
+            True,
+        )
+        assert np.allclose(got, want, rtol=0, atol=TOLERANCE)
+    flat = np.concatenate([w.ravel() for w in weights])
+    assert np.allclose(actor.weights, flat, rtol=TOLERANCE, atol=TOLERANCE)
+
+
 def test_one_step_of_the_rule_by_hand():
     """A 2-2-1 tanh network, no normalisation: every synapse's five numbers distinct, so that a
     layout with two terms swapped, or rows and columns exchanged, gives other weights."""

@@ -62,7 +62,7 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
 
     kind = config.policy
     fields: dict[str, Any] = dict(kind=kind, activation=config.activation, bias=config.bias)
-    if kind == "cnn":
+    if kind == "cnn" or (kind == "hebbian" and _images(observation_space)):
         if not isinstance(observation_space, spaces.Box):
             raise UsageError(
                 f"--policy cnn reads image observations, not {observation_space}; use --policy mlp."
@@ -81,12 +81,6 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
             "and Discrete observations; --flatten-obs makes one vector of a Dict or Tuple of them."
         )
     if kind == "hebbian":
-        if obs_encoding == "box" and len(observation_space.shape) >= 3:
-            raise UsageError(
-                f"--policy hebbian reads vector observations, not images ({observation_space}): "
-                "the paper's pixel network (evolved convolutions before Hebbian layers) is not "
-                "built yet; use --policy cnn."
-            )
         if config.bias:
             raise UsageError("--policy hebbian has no biases (the paper's network); drop --bias.")
         fields.update(plastic_norm=config.plastic_norm)
@@ -96,6 +90,17 @@ def spec_for_spaces(observation_space, action_space, config: Config) -> PolicySp
     if ":" in kind:
         return user.made(fields, observation_space, action_space, config)
     return PolicySpec(**fields)
+
+
+def _images(observation_space) -> bool:
+    """Whether observations are images: a Box of uint8 or of three dimensions or more (frames,
+    possibly stacked). The Hebbian policy reads those through the CNN's convolutions."""
+    from gymnasium import spaces
+
+    shape = getattr(observation_space, "shape", None) or ()
+    return isinstance(observation_space, spaces.Box) and (
+        observation_space.dtype == np.uint8 or len(shape) >= 3
+    )
 
 
 def _action_fields(action_space, config: Config) -> dict[str, Any]:
@@ -152,9 +157,9 @@ def actor_for(spec: PolicySpec, obs_clip: float = 5.0) -> Actor:
     if spec.is_user_class:
         return user.UserActor(spec, obs_clip)
     if spec.kind == "cnn":
-        return cnn.CnnActor(spec, obs_clip)
+        return cnn.cnn_actor(spec, obs_clip)
     if spec.kind == "rnn":
         return recurrent.RnnActor(spec, obs_clip)
     if spec.kind == "hebbian":
-        return hebbian.HebbianActor(spec, obs_clip)
+        return hebbian.hebbian_actor(spec, obs_clip)
     return mlp.mlp_actor(spec, obs_clip)

@@ -1,5 +1,6 @@
 """The CNN for pixel observations (`--policy cnn`, the published CarRacing baseline's network; the
-architecture is spec.CONV_LAYERS): its kernel and actor. Pixels are not normalised but scaled."""
+architecture is spec.CONV_LAYERS): its kernel and actor, and the convolutional front end and
+pixel actor that the Hebbian policy's pixel form shares. Pixels are not normalised but scaled."""
 
 from __future__ import annotations
 
@@ -85,27 +86,19 @@ def _conv_pool(
     return position + n_weights + (out_channels if bias else 0), p_height, p_width
 
 
-@numba.njit(_CNN_STEP_SIGNATURES, cache=True, error_model="numpy")
-def cnn_step(obs, theta, layout, scratch):
-    """One CNN policy step on a pixel observation; returns like policy_step.
-
-    obs      (stack, height, width, colours): stacked frames, each channels-last; channel
-             s * colours + k of the network's input is obs[s, :, :, k]
-    theta    conv1 HWIO weights (3, 3, stack * colours, 6) [bias 6], conv2 (5, 5, 6, 8) [bias 8],
-             then the dense layers as in policy_step (the first reads the pooled conv2 map
-             flattened as (row, column, channel))
-    layout   (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
-    scratch  float32: the input scale (1/255 to see pixels in [0, 1]), the scaled input, both
-             conv outputs and pooled maps, two dense work rows, then low, high and the action
-    """
-    stack, height, width, colours = layout[0], layout[1], layout[2], layout[3]
-    n_sizes = layout[4]
-    sizes = layout[CNN_HEADER : CNN_HEADER + n_sizes]
-    bias = layout[CNN_HEADER + n_sizes] != 0
-    act = layout[CNN_HEADER + n_sizes + 1]
-    codes = layout[CNN_HEADER + n_sizes + kernels.LAYOUT_FLAGS :]
+@numba.njit(inline="always", error_model="numpy")
+def conv_features(obs, theta, frames_shape, bias, act, scratch, features):
+    """The convolutions' output for `obs`: the pooled conv2 map through the activation, flattened
+    as (row, column, channel), written into `features`; returns theta's position after the
+    convolutions. scratch from its start: the input scale, the scaled input, both conv outputs
+    and the first pooled map (conv_scratch_size entries)."""
+    stack, height, width, colours = (
+        frames_shape[0],
+        frames_shape[1],
+        frames_shape[2],
+        frames_shape[3],
+    )
     c_in = stack * colours
-    n_out = sizes[n_sizes - 1]
     scale = scratch[0]
     position = 1
     source = scratch[position : position + height * width * c_in]
@@ -125,72 +118,115 @@ def cnn_step(obs, theta, layout, scratch):
     p1h, p1w = h1 // POOL, w1 // POOL
     h2, w2 = (p1h - size2) // stride2 + 1, (p1w - size2) // stride2 + 1
     conv2 = scratch[position : position + h2 * w2 * n2]
-    position += h2 * w2 * n2
-    dense_width = 0
-    for i in range(n_sizes):
-        dense_width = max(dense_width, sizes[i])
-    x = scratch[position : position + dense_width]
-    y = scratch[position + dense_width : position + 2 * dense_width]
-    tail = scratch[position + 2 * dense_width :]
     at, p1h, p1w = _conv_pool(
         source, height, width, c_in, theta, 0, bias, n1, size1, stride1, conv1, pool1, act
     )
-    at, _, _ = _conv_pool(pool1, p1h, p1w, n1, theta, at, bias, n2, size2, stride2, conv2, x, act)
+    at, _, _ = _conv_pool(
+        pool1, p1h, p1w, n1, theta, at, bias, n2, size2, stride2, conv2, features, act
+    )
+    return at
+
+
+@numba.njit(_CNN_STEP_SIGNATURES, cache=True, error_model="numpy")
+def cnn_step(obs, theta, layout, scratch):
+    """One CNN policy step on a pixel observation; returns like mlp_step.
+
+    obs      (stack, height, width, colours): stacked frames, each channels-last; channel
+             s * colours + k of the network's input is obs[s, :, :, k]
+    theta    conv1 HWIO weights (3, 3, stack * colours, 6) [bias 6], conv2 (5, 5, 6, 8) [bias 8],
+             then the dense layers as in mlp_step (the first reads the pooled conv2 map
+             flattened as (row, column, channel))
+    layout   (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
+    scratch  float32: conv_features' entries, two dense work rows, then low, high and the action
+    """
+    sizes, bias, act, codes = kernels.unpack_layout(layout, CNN_HEADER)
+    n_out = sizes[sizes.shape[0] - 1]
+    dense_width = 0
+    for i in range(sizes.shape[0]):
+        dense_width = max(dense_width, sizes[i])
+    position = scratch.shape[0] - 3 * n_out - 2 * dense_width
+    x = scratch[position : position + dense_width]
+    y = scratch[position + dense_width : position + 2 * dense_width]
+    at = conv_features(obs, theta, layout[:4], bias, act, scratch, x)
     out = kernels.dense_layers(x, y, theta, at, sizes, bias, act)
-    return kernels.map_outputs(out, codes, tail, n_out)
+    return kernels.map_outputs(out, codes, scratch[position + 2 * dense_width :], n_out)
 
 
-class CnnActor:
-    """The Actor of a CNN policy: pixel observations (uint8 or float), no normalisation (the
-    input is scaled by spec.obs_scale instead); one call of cnn_step per step."""
+def conv_scratch_size(spec: PolicySpec) -> int:
+    """Entries of scratch conv_features uses: the scale, the input, the convolutions' outputs and
+    the first pooled map (the last pooled map is the dense part's input)."""
+    _, height, width, _ = spec.obs_shape
+    maps = 0
+    for layer, (out_channels, size, stride) in enumerate(CONV_LAYERS):
+        height, width = (height - size) // stride + 1, (width - size) // stride + 1
+        maps += height * width * out_channels
+        height, width = height // POOL, width // POOL
+        if layer < len(CONV_LAYERS) - 1:
+            maps += height * width * out_channels
+    return 1 + int(np.prod(spec.obs_shape)) + maps
 
-    def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
-        self.spec = spec
-        _, height, width, _ = spec.obs_shape
+
+class PixelActor:
+    """The actor of a policy on pixel observations (uint8 or float): no normalisation (the input
+    is scaled by spec.obs_scale instead); one call of `kernel(frames, theta, layout, scratch)` per
+    step. scratch: conv_features' entries, `dense_size` for the dense part, low, high and the
+    action (n_out each), then `kept` entries the family keeps between steps (`self.kept`)."""
+
+    def __init__(self, spec: PolicySpec, kernel, layout: np.ndarray, dense_size: int, kept: int):
+        self.spec, self.kernel, self.layout = spec, kernel, layout
         n_out = spec.sizes[-1]
         self.obs_sums = np.zeros((2, 0))  # nothing to normalise; kept for the common interface
-        flags = (int(spec.bias), ACTIVATIONS[spec.activation], *spec.output_codes)
-        self.layout = np.array(
-            [*spec.obs_shape, len(spec.sizes), *spec.sizes, *flags], dtype=np.int64
-        )
-        maps = 0  # the convolutions' outputs and the first pooled map (the last is dense input)
-        for layer, (out_channels, size, stride) in enumerate(CONV_LAYERS):
-            height, width = (height - size) // stride + 1, (width - size) // stride + 1
-            maps += height * width * out_channels
-            height, width = height // POOL, width // POOL
-            if layer < len(CONV_LAYERS) - 1:
-                maps += height * width * out_channels
-        dense = 2 * max(spec.sizes)
-        n_inputs = int(np.prod(spec.obs_shape))
-        self.scratch = cache_aligned_zeros(1 + n_inputs + maps + dense + 3 * n_out)
+        tail_at = conv_scratch_size(spec) + dense_size
+        self.scratch = cache_aligned_zeros(tail_at + 3 * n_out + kept)
         self.scratch[0] = spec.obs_scale
-        tail = self.scratch[len(self.scratch) - 3 * n_out :]
+        tail = self.scratch[tail_at : tail_at + 3 * n_out]
         if spec.output != "argmax":
             tail[:n_out] = np.maximum(spec.action_low, np.finfo(np.float32).min)
             tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
         action = tail[2 * n_out :]
         self.action = action.reshape(spec.action_shape) if spec.action_shape else action
+        self.kept = self.scratch[tail_at + 3 * n_out :]
         self.discrete_actions = discrete_actions(spec)
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Pixel inputs are scaled, not normalised: nothing to set."""
 
     def reset(self, seed: int) -> None:
-        """Start an episode: the CNN has no memory."""
+        """Start an episode: nothing to do for a network without memory."""
 
     def act(self, obs, theta: np.ndarray):
-        """The action for observation `obs` (any of the shapes of _frames_shape)."""
+        """The action for observation `obs` (any of the shapes of frames_shape)."""
         frames = np.asarray(obs).reshape(self.spec.obs_shape)
         if frames.dtype.kind == "f" and not np.isfinite(frames).all():  # uint8 frames cannot be
             raise NonFiniteObservation(not_finite(frames))
         try:
-            index = cnn_step(frames, theta, self.layout, self.scratch)
+            index = self.kernel(frames, theta, self.layout, self.scratch)
         except TypeError:  # another dtype, or not contiguous: convert
             frames = np.ascontiguousarray(frames, dtype=np.float32)
-            index = cnn_step(frames, theta, self.layout, self.scratch)
+            index = self.kernel(frames, theta, self.layout, self.scratch)
         if index >= 0:
             return self.discrete_actions[index]
         return self.action.copy()
+
+
+def cnn_actor(spec: PolicySpec, obs_clip: float = 5.0) -> PixelActor:
+    """The actor of a CNN policy."""
+    flags = (int(spec.bias), ACTIVATIONS[spec.activation], *spec.output_codes)
+    layout = np.array([*spec.obs_shape, len(spec.sizes), *spec.sizes, *flags], dtype=np.int64)
+    return PixelActor(spec, cnn_step, layout, 2 * max(spec.sizes), 0)
+
+
+def initial_filters(spec: PolicySpec, rng: np.random.Generator) -> list[np.ndarray]:
+    """The convolutions' starting parameters (HWIO weights, each output channel's filter of unit
+    norm; zero biases), flat, in layout order."""
+    parts = []
+    for size, c_in, c_out in spec.conv_shapes:
+        weights = rng.standard_normal((size * size * c_in, c_out))
+        weights /= np.sqrt(np.square(weights).sum(axis=0, keepdims=True))
+        parts.append(weights.ravel())
+        if spec.bias:
+            parts.append(np.zeros(c_out))
+    return parts
 
 
 def cnn_features(obs_shape: tuple[int, ...]) -> int:

@@ -16,7 +16,11 @@ so both members of a mirrored pair, which share their episode seed, start from t
 and an episode's actions depend on nothing but the parameters and the seed (rank invariance).
 The evolved parameters start standard normal, as in the paper's evolution strategy.
 
-Parameter layout, layer by layer: eta, A, B, C, D, each (n_in, n_out) row-major.
+On pixels (the paper's CarRacing network), the CNN's convolutions (spec.CONV_LAYERS, evolved and
+static, no biases) come first and their pooled output is the first plastic layer's input.
+
+Parameter layout: on pixels the convolutions' HWIO weights first; then, layer by layer, eta, A, B,
+C, D, each (n_in, n_out) row-major.
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ import numba
 import numpy as np
 
 from esmpi import kernels
+from esmpi.policies import cnn
 from esmpi.policies.actor import VectorActor, vector_layout
 from esmpi.policies.spec import HEBBIAN_TERMS, PolicySpec
 
 INITIAL_WEIGHT = 0.1  # the initial weights are uniform in [-INITIAL_WEIGHT, INITIAL_WEIGHT]
 WEIGHTS_STREAM = 0x4EBB  # SeedSequence([episode seed, WEIGHTS_STREAM]) draws them
-# hebbian layout = (plastic_norm, n_sizes, sizes..., bias (0), activation, output codes...)
+# hebbian layout = (plastic_norm, n_sizes, sizes..., bias (0), activation, output codes...); on
+# pixels the frames' shape (stack, height, width, colours) comes first
 HEBBIAN_HEADER = 2
+PIXELS_HEADER = 6
 
 _HEBBIAN_STEP_SIGNATURES = [
     f"int64({obs}, float64[:, ::1], float32[::1], int64[::1], float32[::1])"
@@ -57,10 +64,11 @@ def _divide_by_largest(values):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _apply_rule(theta, sizes, outputs, weights, plastic_norm):
-    """w += eta * (A pre post + B pre + C post + D) for every synapse, then, with plastic_norm,
-    each layer's weights divided by their largest magnitude."""
-    at_unit, at_weight, at_rule = 0, 0, 0
+def _apply_rule(theta, at_rule, sizes, outputs, weights, plastic_norm):
+    """w += eta * (A pre post + B pre + C post + D) for every synapse (the rule read from
+    theta[at_rule:]), then, with plastic_norm, each layer's weights divided by their largest
+    magnitude."""
+    at_unit, at_weight = 0, 0
     for layer in range(sizes.shape[0] - 1):
         n_in, n_next = sizes[layer], sizes[layer + 1]
         n_weights = n_in * n_next
@@ -85,6 +93,35 @@ def _apply_rule(theta, sizes, outputs, weights, plastic_norm):
         at_rule += HEBBIAN_TERMS * n_weights
 
 
+@numba.njit(inline="always", error_model="numpy")
+def _plastic_step(theta, at_rule, sizes, act, codes, plastic_norm, outputs, tail, weights):
+    """From the first layer's input in outputs[:sizes[0]]: every layer's outputs with the current
+    weights, the action (as kernels.map_outputs returns it), then the rule applied."""
+    n_sizes = sizes.shape[0]
+    at_unit, at_weight = 0, 0
+    for layer in range(n_sizes - 1):
+        n_in, n_next = sizes[layer], sizes[layer + 1]
+        pre = outputs[at_unit : at_unit + n_in]
+        post = outputs[at_unit + n_in : at_unit + n_in + n_next]
+        kernels.dense_layers(pre, post, weights, at_weight, sizes[layer : layer + 2], False, act)
+        if layer < n_sizes - 2:
+            kernels.activate(post, act)
+        at_unit += n_in
+        at_weight += n_in * n_next
+    index = kernels.map_outputs(outputs[at_unit:], codes, tail, sizes[n_sizes - 1])
+    _apply_rule(theta, at_rule, sizes, outputs, weights, plastic_norm)
+    return index
+
+
+@numba.njit(inline="always")
+def _units_and_weights(sizes):
+    units, count = sizes[0], 0
+    for layer in range(1, sizes.shape[0]):
+        units += sizes[layer]
+        count += sizes[layer - 1] * sizes[layer]
+    return units, count
+
+
 @numba.njit(_HEBBIAN_STEP_SIGNATURES, cache=True, error_model="numpy")
 def hebbian_step(obs, obs_state, theta, layout, scratch):
     """One step of the Hebbian policy: act with the current weights, then apply the rule.
@@ -96,54 +133,71 @@ def hebbian_step(obs, obs_state, theta, layout, scratch):
              row-major, which this call updates
     Returns like mlp_step.
     """
-    plastic_norm = layout[0] != 0
     sizes, _, act, codes = kernels.unpack_layout(layout, HEBBIAN_HEADER)
-    n_sizes = sizes.shape[0]
-    n_out = sizes[n_sizes - 1]
-    units = 0
-    for layer in range(n_sizes):
-        units += sizes[layer]
+    n_out = sizes[sizes.shape[0] - 1]
+    units, _ = _units_and_weights(sizes)
     outputs = scratch[:units]
-    tail = scratch[units : units + 3 * n_out]
-    weights = scratch[units + 3 * n_out :]
     if not kernels.normalise_into(obs, obs_state, outputs, sizes[0]):
         return kernels.NOT_FINITE
-    at_unit, at_weight = 0, 0
-    for layer in range(n_sizes - 1):
-        n_in, n_next = sizes[layer], sizes[layer + 1]
-        pre = outputs[at_unit : at_unit + n_in]
-        post = outputs[at_unit + n_in : at_unit + n_in + n_next]
-        kernels.dense_layers(pre, post, weights, at_weight, sizes[layer : layer + 2], False, act)
-        if layer < n_sizes - 2:
-            kernels.activate(post, act)
-        at_unit += n_in
-        at_weight += n_in * n_next
-    index = kernels.map_outputs(outputs[at_unit:], codes, tail, n_out)
-    _apply_rule(theta, sizes, outputs, weights, plastic_norm)
-    return index
+    tail = scratch[units : units + 3 * n_out]
+    weights = scratch[units + 3 * n_out :]
+    return _plastic_step(theta, 0, sizes, act, codes, layout[0] != 0, outputs, tail, weights)
+
+
+_PIXELS_STEP_SIGNATURES = [
+    f"int64({obs}[:, :, :, ::1], float32[::1], int64[::1], float32[::1])"
+    for obs in ("uint8", "float32", "float64")
+]
+
+
+@numba.njit(_PIXELS_STEP_SIGNATURES, cache=True, error_model="numpy")
+def hebbian_pixels_step(obs, theta, layout, scratch):
+    """One step of the Hebbian policy on pixels (the paper's CarRacing network): the CNN's
+    convolutions (evolved, static, no biases) give the first plastic layer's input.
+
+    theta    the convolutions' HWIO weights as in cnn_step, then the rule
+    layout   (stack, height, width, colours, plastic_norm, n_sizes, sizes..., 0, activation,
+             output codes...)
+    scratch  float32: cnn.conv_features' entries, every dense layer's outputs, low, high, the
+             action, then the plastic weights
+    """
+    sizes, _, act, codes = kernels.unpack_layout(layout, PIXELS_HEADER)
+    n_out = sizes[sizes.shape[0] - 1]
+    units, n_weights = _units_and_weights(sizes)
+    at = scratch.shape[0] - n_weights - 3 * n_out - units
+    outputs = scratch[at : at + units]
+    tail = scratch[at + units : at + units + 3 * n_out]
+    weights = scratch[at + units + 3 * n_out :]
+    rule_at = cnn.conv_features(obs, theta, layout[:4], False, act, scratch, outputs)
+    return _plastic_step(theta, rule_at, sizes, act, codes, layout[4] != 0, outputs, tail, weights)
 
 
 def initial_weights(spec: PolicySpec, seed: int) -> np.ndarray:
     """The weights an episode reset with `seed` starts from, float32, layer by layer."""
-    count = sum(n_in * n_out for n_in, n_out in spec.layer_shapes)
     rng = np.random.default_rng(np.random.SeedSequence([seed, WEIGHTS_STREAM]))
-    return rng.uniform(-INITIAL_WEIGHT, INITIAL_WEIGHT, count).astype(np.float32)
+    return rng.uniform(-INITIAL_WEIGHT, INITIAL_WEIGHT, _count(spec)).astype(np.float32)
 
 
 def initial_theta(spec: PolicySpec, seed: int, index: int = 0) -> np.ndarray:
-    """The rule's parameters at the start of a run: standard normal (the paper's 'normal')."""
+    """The parameters at the start of a run: on pixels the CNN's filters (as `--policy cnn`
+    starts them), then the rule, standard normal (the paper's 'normal')."""
     entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    return rng.standard_normal(spec.n_params).astype(np.float32)
+    parts = [*cnn.initial_filters(spec, rng), rng.standard_normal(HEBBIAN_TERMS * _count(spec))]
+    return np.concatenate(parts).astype(np.float32)
 
 
-class HebbianActor(VectorActor):
-    """The actor of a Hebbian policy: the weights live in the scratch, redrawn by `reset`."""
+def hebbian_actor(spec: PolicySpec, obs_clip: float = 5.0):
+    """The actor of a Hebbian policy, on vectors or on pixels."""
+    return HebbianPixelActor(spec) if spec.obs_shape else HebbianActor(spec, obs_clip)
 
-    def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
-        layout = np.concatenate([[int(spec.plastic_norm)], vector_layout(spec, spec.sizes)])
-        n_weights = sum(n_in * n_out for n_in, n_out in spec.layer_shapes)
-        super().__init__(spec, obs_clip, hebbian_step, layout, sum(spec.sizes), n_weights)
+
+class _DrawnWeights:
+    """What both Hebbian actors add to their family's actor: the plastic weights (kept in the
+    scratch between steps) and their draw at each episode's start."""
+
+    spec: PolicySpec
+    kept: np.ndarray
 
     @property
     def weights(self) -> np.ndarray:
@@ -153,3 +207,25 @@ class HebbianActor(VectorActor):
     def reset(self, seed: int) -> None:
         """Start an episode with weights drawn from its seed."""
         self.kept[:] = initial_weights(self.spec, seed)
+
+
+class HebbianActor(_DrawnWeights, VectorActor):
+    """The actor of a Hebbian policy on vector observations."""
+
+    def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
+        layout = np.concatenate([[int(spec.plastic_norm)], vector_layout(spec, spec.sizes)])
+        super().__init__(spec, obs_clip, hebbian_step, layout, sum(spec.sizes), _count(spec))
+
+
+class HebbianPixelActor(_DrawnWeights, cnn.PixelActor):
+    """The actor of a Hebbian policy on pixels."""
+
+    def __init__(self, spec: PolicySpec):
+        flags = vector_layout(spec, spec.sizes)
+        layout = np.array([*spec.obs_shape, int(spec.plastic_norm), *flags], dtype=np.int64)
+        super().__init__(spec, hebbian_pixels_step, layout, sum(spec.sizes), _count(spec))
+
+
+def _count(spec: PolicySpec) -> int:
+    """The plastic weights of `spec`."""
+    return sum(n_in * n_out for n_in, n_out in spec.layer_shapes)

@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from esmpi import kernels
+from esmpi.policies import cnn
 from esmpi.policies.actor import VectorActor, vector_layout
 from esmpi.policies.spec import PolicySpec
 
@@ -65,13 +66,7 @@ def initial_theta(spec: PolicySpec, seed: int, index: int = 0) -> np.ndarray:
         return np.zeros(spec.n_params, dtype=np.float32)
     entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    parts = []
-    for size, c_in, c_out in spec.conv_shapes:  # HWIO
-        weights = rng.standard_normal((size * size * c_in, c_out))
-        weights /= np.sqrt(np.square(weights).sum(axis=0, keepdims=True))
-        parts.append(weights.ravel())
-        if spec.bias:
-            parts.append(np.zeros(c_out))
+    parts = cnn.initial_filters(spec, rng)
     for layer, (n_in, n_out) in enumerate(spec.layer_shapes):
         weights = rng.standard_normal((n_in, n_out))
         scale = 0.01 if layer == len(spec.layer_shapes) - 1 else 1.0

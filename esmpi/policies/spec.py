@@ -58,7 +58,8 @@ class PolicySpec:
     # 'hebbian': weights that start random in each episode and follow an evolved rule; or a
     # user's 'module:Class' (policies/user.py)
     kind: str = "mlp"
-    # cnn: the observation as (stack, height, width, colours); sizes[0] is the pooled conv output
+    # cnn, and hebbian on pixels: the observation as (stack, height, width, colours); sizes[0] is
+    # the pooled conv output
     obs_shape: tuple[int, ...] = ()
     obs_scale: float = 1.0  # cnn: the input is multiplied by this (1/255: pixels in [0, 1])
     # hebbian: divide each layer's weights by their largest magnitude after every update (the
@@ -76,8 +77,8 @@ class PolicySpec:
 
     @property
     def conv_shapes(self) -> list[tuple[int, int, int]]:
-        """(kernel size, in channels, out channels) of the convolutions; empty but for a CNN."""
-        if self.kind != "cnn":
+        """(kernel size, in channels, out channels) of the convolutions; empty but on pixels."""
+        if not self.obs_shape:
             return []
         c_in = self.obs_shape[0] * self.obs_shape[3]
         shapes = []
@@ -102,12 +103,12 @@ class PolicySpec:
     def n_params(self) -> int:
         if self.is_user_class:
             return self.user_params
-        if self.kind == "hebbian":
-            return HEBBIAN_TERMS * sum(n_in * n_out for n_in, n_out in self.layer_shapes)
         extra = self.bias
         convs = sum(
             s * s * c_in * c_out + (c_out if extra else 0) for s, c_in, c_out in self.conv_shapes
         )
+        if self.kind == "hebbian":
+            return convs + HEBBIAN_TERMS * sum(n_in * n_out for n_in, n_out in self.layer_shapes)
         dense = sum(n_in * n_out + (n_out if extra else 0) for n_in, n_out in self.layer_shapes)
         return convs + dense
 

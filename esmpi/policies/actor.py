@@ -20,9 +20,9 @@ from esmpi.policies.spec import (
     ACTIVATIONS,
     NonFiniteObservation,
     PolicySpec,
-    cache_aligned_zeros,
     discrete_actions,
     not_finite,
+    scratch_with_action,
 )
 
 
@@ -46,18 +46,11 @@ class VectorActor:
         kept: int = 0,
     ):
         self.spec, self.kernel, self.layout = spec, kernel, layout
-        n_in, n_out = spec.sizes[0], spec.sizes[-1]
+        n_in = spec.sizes[0]
         self.obs_state = np.zeros((5, n_in))
         self.obs_state[kernels.OBS_INV_STD] = 1.0
         self.obs_state[kernels.OBS_CLIP] = obs_clip
-        self.scratch = cache_aligned_zeros(work_size + 3 * n_out + kept)
-        tail = self.scratch[work_size : work_size + 3 * n_out]
-        if spec.output != "argmax":
-            tail[:n_out] = np.maximum(spec.action_low, np.finfo(np.float32).min)
-            tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
-        action = tail[2 * n_out :]
-        self.action = action.reshape(spec.action_shape) if spec.action_shape else action
-        self.kept = self.scratch[work_size + 3 * n_out :]
+        self.scratch, self.action, self.kept = scratch_with_action(spec, work_size, kept)
         self.discrete_actions = discrete_actions(spec)
         self.onehot = np.zeros(n_in, dtype=np.float32) if spec.obs_encoding == "onehot" else None
 

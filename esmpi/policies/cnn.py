@@ -15,9 +15,9 @@ from esmpi.policies.spec import (
     POOL,
     NonFiniteObservation,
     PolicySpec,
-    cache_aligned_zeros,
     discrete_actions,
     not_finite,
+    scratch_with_action,
 )
 
 # cnn layout = (stack, height, width, colours, n_sizes, dense sizes..., bias, activation, codes...)
@@ -174,18 +174,10 @@ class PixelActor:
 
     def __init__(self, spec: PolicySpec, kernel, layout: np.ndarray, dense_size: int, kept: int):
         self.spec, self.kernel, self.layout = spec, kernel, layout
-        n_out = spec.sizes[-1]
         self.obs_sums = np.zeros((2, 0))  # nothing to normalise; kept for the common interface
-        tail_at = conv_scratch_size(spec) + dense_size
-        self.scratch = cache_aligned_zeros(tail_at + 3 * n_out + kept)
+        work_size = conv_scratch_size(spec) + dense_size
+        self.scratch, self.action, self.kept = scratch_with_action(spec, work_size, kept)
         self.scratch[0] = spec.obs_scale
-        tail = self.scratch[tail_at : tail_at + 3 * n_out]
-        if spec.output != "argmax":
-            tail[:n_out] = np.maximum(spec.action_low, np.finfo(np.float32).min)
-            tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
-        action = tail[2 * n_out :]
-        self.action = action.reshape(spec.action_shape) if spec.action_shape else action
-        self.kept = self.scratch[tail_at + 3 * n_out :]
         self.discrete_actions = discrete_actions(spec)
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:

@@ -156,6 +156,21 @@ def cache_aligned_zeros(size: int) -> np.ndarray:
     return buffer[start : start + size]
 
 
+def scratch_with_action(spec: PolicySpec, work_size: int, kept: int):
+    """An actor's float32 scratch: `work_size` entries for its kernel's work, then the action
+    bounds low and high and the action (n_out each), then `kept` entries the family keeps between
+    steps. Returns (scratch, the action view in the Box's shape, the kept view)."""
+    n_out = spec.sizes[-1]
+    scratch = cache_aligned_zeros(work_size + 3 * n_out + kept)
+    tail = scratch[work_size : work_size + 3 * n_out]
+    if spec.output != "argmax":
+        tail[:n_out] = np.maximum(spec.action_low, np.finfo(np.float32).min)
+        tail[n_out : 2 * n_out] = np.minimum(spec.action_high, np.finfo(np.float32).max)
+    action = tail[2 * n_out :]
+    action = action.reshape(spec.action_shape) if spec.action_shape else action
+    return scratch, action, scratch[work_size + 3 * n_out :]
+
+
 class NonFiniteObservation(FloatingPointError):
     """An observation holding NaN or inf reached the policy: the episode cannot be scored."""
 

@@ -42,6 +42,9 @@ def test_the_spec_is_the_network_without_biases_and_five_parameters_per_synapse(
     theta = initial_theta(spec, seed=3)
     assert theta.dtype == np.float32 and theta.shape == (spec.n_params,)
     assert np.array_equal(theta, initial_theta(spec, seed=3))
+    assert not np.array_equal(theta, initial_theta(spec, seed=4))
+    other = hebbian_spec(5, [8, 4], 3, activation="relu", plastic_norm=False)
+    assert np.array_equal(theta, initial_theta(other, seed=3))  # the seed alone, not the options
     assert abs(theta.mean()) < 0.1 and 0.9 < theta.std() < 1.1  # standard normal
     with pytest.raises(UsageError, match="--policy hebbian has no biases"):
         hebbian_spec(5, [8], 3, bias=True)
@@ -151,17 +154,21 @@ def test_on_pixels_the_cnns_convolutions_feed_the_plastic_layers():
 
 def test_one_step_of_the_rule_by_hand():
     """A 2-2-1 tanh network, no normalisation: every synapse's five numbers distinct, so that a
-    layout with two terms swapped, or rows and columns exchanged, gives other weights."""
+    layout with two terms swapped, or rows and columns exchanged, gives other weights. The weights
+    are set by hand so that the output (-1.14) is far from its tanh: the action comes from the
+    weights before the update, and the rule reads the raw output."""
     spec = hebbian_spec(2, [2], 1, action_map="clip", plastic_norm=False, obs_norm=False)
     theta = np.arange(1, spec.n_params + 1, dtype=np.float32) / 100.0  # 0.01, 0.02, ...
     actor = actor_for(spec)
     actor.reset(0)
-    w1 = actor.weights[:4].reshape(2, 2).astype(np.float64)
-    w2 = actor.weights[4:].reshape(2, 1).astype(np.float64)
+    w1 = np.array([[0.9, -0.4], [0.3, 0.8]])
+    w2 = np.array([[-1.5], [1.2]])
+    actor.weights[:] = np.concatenate([w1.ravel(), w2.ravel()])
     x = np.array([0.5, -1.0])
-    actor.act(x.astype(np.float32), theta)
+    action = actor.act(x.astype(np.float32), theta)
     hidden = np.tanh(x @ w1)
     out = hidden @ w2
+    assert -2.0 < out[0] < -1.0 and np.allclose(action, out, atol=1e-6)  # within the bounds
     eta, a, b, c, d = (
         theta[k * 4 : (k + 1) * 4].astype(np.float64).reshape(2, 2) for k in range(5)
     )
@@ -181,7 +188,8 @@ def test_an_episode_starts_from_weights_its_seed_draws():
     spec = hebbian_spec(3, [6], 2)
     first = hebbian.initial_weights(spec, 41)
     assert first.dtype == np.float32 and first.size == 3 * 6 + 6 * 2
-    assert np.abs(first).max() <= hebbian.INITIAL_WEIGHT and np.unique(first).size == first.size
+    assert np.abs(first).max() <= 0.1 and np.unique(first).size == first.size  # the paper's 'uni'
+    assert first.min() < -0.05 and first.max() > 0.05  # spread over [-0.1, 0.1]
     assert np.array_equal(first, hebbian.initial_weights(spec, 41))
     assert not np.array_equal(first, hebbian.initial_weights(spec, 42))
     theta = initial_theta(spec, seed=0)

@@ -56,3 +56,18 @@ class FailsToStart(LinearTanh):
 
     def __init__(self, observation_space, action_space, config):
         raise ValueError("this policy needs a Box observation of 3 elements")
+
+
+class UnseededStart(LinearTanh):
+    """Breaks the protocol: initial parameters from fresh entropy, not from the seed."""
+
+    def initial_theta(self, seed):
+        return np.random.default_rng().standard_normal(self.n_params).astype(np.float32)
+
+
+class ActsInTheWrongShape(LinearTanh):
+    """Breaks the protocol: a Box action of the wrong shape (Pendulum would read its first
+    number and go on)."""
+
+    def act(self, observation, theta):
+        return np.repeat(super().act(observation, theta), 2)

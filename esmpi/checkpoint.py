@@ -6,7 +6,8 @@ Layout (format_version 2; README "Checkpoint format" shows the same):
                       generation, n_ranks, config (resolved TOML), versions (JSON of libraries)
     /theta            float32 (n_params,)  current mean parameters (the strategy's centre)
     /policy           attrs: sizes, activation, bias, output, obs_encoding, action_low,
-                      action_high, action_shape, action_start, n_params
+                      action_high, action_shape, action_start, kind, obs_shape, obs_scale,
+                      plastic_norm, user_params, n_params
     /strategy         attrs: name; the rest of the strategy's state as datasets (scalars too),
                       nested state (the optimizer's) as groups, each with description and unit
     /obs_norm         datasets count (scalar), mean, var
@@ -335,8 +336,11 @@ def _write_final(h5, final: FinalEvaluation) -> None:
 
 
 _POLICY_DESCRIPTION = (
-    "kind 'mlp', 'linear' (sizes (n_in, n_out): one layer) or 'cnn' (convolutions first, see "
-    "esmpi.policies.cnn.cnn_step; obs_shape, obs_scale). "
+    "kind 'mlp', 'linear' (sizes (n_in, n_out): one layer), 'cnn' (convolutions first, see "
+    "esmpi.policies.cnn.cnn_step; obs_shape, obs_scale), 'rnn' (the first W is (n_in + hidden, "
+    "hidden): the layer reads its own previous output), 'hebbian' (theta is the plastic rule, "
+    "eta, A, B, C, D per synapse, see esmpi.policies.hebbian; plastic_norm) or a user's "
+    "'module:Class' (user_params parameters; obs_encoding 'raw'). "
     "MLP layout of theta: per layer the weights (n_in, n_out) row-major, then the bias (n_out,) if "
     "bias; a layer computes x @ W + b, hidden layers apply activation; output 'argmax' picks "
     "action_start + argmax, 'clip' clips to [action_low, action_high], 'tanh' maps to "

@@ -8,6 +8,7 @@ text is stored in each checkpoint, so a run can be continued exactly.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -341,6 +342,20 @@ def parse_value(name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         noun = {int: "whole number", float: "number"}.get(kind, "text")
         raise UsageError(f"--{_flag(name)} takes a {noun}, not {value!r}.") from None
+
+
+def named_attribute(name: str, what: str):
+    """The attribute that 'module:attribute' names (None when the module has none), the module
+    imported; UsageError in one sentence when it cannot be, `what` saying what named it
+    ('environment NAME', '--policy NAME'). Users' environments and policies are loaded so."""
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UsageError(
+            f"Cannot import {module_name} for {what}: {error} (is it on PYTHONPATH?)."
+        ) from None
+    return getattr(module, attribute, None)
 
 
 def _flag(name: str) -> str:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import warnings
 
-from esmpi.config import UsageError
+from esmpi.config import UsageError, named_attribute
 
 # Packages that register further ids when imported, and how to recognise their ids.
 _PLUGINS = (
@@ -109,14 +109,7 @@ def _load_plugins(env_id: str) -> None:
 
 def _user_class(env_id: str):
     """The class named by 'module:EnvClass', or None when env_id names something else."""
-    module_name, _, attribute = env_id.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise UsageError(
-            f"Cannot import {module_name} for environment {env_id}: {error}."
-        ) from None
-    candidate = getattr(module, attribute, None)
+    candidate = named_attribute(env_id, f"environment {env_id}")
     return candidate if isinstance(candidate, type) else None
 
 

@@ -72,3 +72,30 @@ def read_theta(path) -> np.ndarray:
 def runs(tmp_path):
     """A folder for run folders, used as --folder."""
     return tmp_path / "runs"
+
+
+def train_on_1_2_3_ranks_and_resume(train_args: list[str], runs: Path):
+    """`esmpi train TRAIN_ARGS --folder runs` for 4 generations on 1, 2 and 3 ranks, and for 2 on
+    2 ranks resumed to 4 on 3; asserts all four end with the same parameters, bit for bit, and
+    returns the 2-rank run's checkpoint (its folder is runs / 'ranks2')."""
+    from esmpi import checkpoint
+
+    common = [*train_args, "--folder", str(runs)]
+    for ranks in (1, 2, 3):
+        checked(esmpi(*common, "--generations", "4", "--run-name", f"ranks{ranks}", ranks=ranks))
+    checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
+    checked(esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3))
+    expected = read_theta(runs / "ranks1" / "checkpoint.h5")
+    for run in ("ranks2", "ranks3", "split"):
+        assert np.array_equal(read_theta(runs / run / "checkpoint.h5"), expected), run
+    return checkpoint.load(str(runs / "ranks2" / "checkpoint.h5"))
+
+
+def assert_final_evaluation_replays(folder: Path, final) -> None:
+    """`esmpi eval --episode-seed S` gives each of theta's final-evaluation returns again."""
+    import json
+
+    assert final is not None
+    for seed, want in zip(final.seeds, final.returns[0], strict=True):
+        shown = esmpi("eval", str(folder), "--episode-seed", str(seed), "--json")
+        assert json.loads(checked(shown).stdout)["returns"] == [want]

@@ -23,7 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_results import readme_runner
 
-from conftest import SMALL_TABLE, checked, esmpi, read_theta
+from conftest import (
+    SMALL_TABLE,
+    assert_final_evaluation_replays,
+    checked,
+    esmpi,
+    train_on_1_2_3_ranks_and_resume,
+)
 from esmpi import checkpoint, reference
 from esmpi.config import Config
 from esmpi.evaluate import trained_policy
@@ -124,23 +130,13 @@ TRAIN = ["train", "--popsize", "10", *SMALL_TABLE]
 def test_a_policy_is_rank_invariant_resumes_exactly_and_replays(kind, runs):
     """4 generations on 1, 2 and 3 ranks and 2 then a resume to 4 on 3 ranks end with the same
     parameters; `esmpi eval` replays the final evaluation's episodes, with and without a video."""
-    common = [*TRAIN, *POLICIES[kind], "--folder", str(runs), "--final-episodes", "3"]
-    for ranks in (1, 2, 3):
-        run = ["--generations", "4", "--run-name", f"ranks{ranks}"]
-        checked(esmpi(*common, *run, ranks=ranks))
-    checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
-    checked(esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3))
-    expected = read_theta(runs / "ranks1" / "checkpoint.h5")
-    for run in ("ranks2", "ranks3", "split"):
-        assert np.array_equal(read_theta(runs / run / "checkpoint.h5"), expected), run
-    state = checkpoint.load(str(runs / "ranks2" / "checkpoint.h5"))
+    state = train_on_1_2_3_ranks_and_resume(
+        [*TRAIN, *POLICIES[kind], "--final-episodes", "3"], runs
+    )
     assert state.policy.kind == kind.split("-")[0]
     assert bool(state.policy.conv_shapes) == (kind.endswith("pixels") or kind == "cnn")
     final = state.final
-    assert final is not None
-    for seed, want in zip(final.seeds, final.returns[0], strict=True):
-        shown = esmpi("eval", str(runs / "ranks2"), "--episode-seed", str(seed), "--json")
-        assert json.loads(checked(shown).stdout)["returns"] == [want]
+    assert_final_evaluation_replays(runs / "ranks2", final)
     if state.policy.obs_shape:
         return  # the toy pixel environment draws no frames
     video = runs / "episode.mp4"  # recording resets the policy with the episode as well

@@ -4,7 +4,6 @@ that resets it with the episode's seed, and, on real ranks, training on 1, 2 and
 bit, an exact resume, `esmpi eval` (replaying the final episodes; one sentence where the class is
 not importable), `inspect` and `export`."""
 
-import json
 import re
 from pathlib import Path
 
@@ -12,8 +11,14 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from conftest import SMALL_TABLE, checked, esmpi, read_theta
-from esmpi import checkpoint, envs
+from conftest import (
+    SMALL_TABLE,
+    assert_final_evaluation_replays,
+    checked,
+    esmpi,
+    train_on_1_2_3_ranks_and_resume,
+)
+from esmpi import envs
 from esmpi.config import Config, UsageError, from_mapping
 from esmpi.policies import actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import EpisodeFailed, run_episode
@@ -120,21 +125,9 @@ TRAIN = ["train", "--env", "Pendulum-v1", "--policy", LINEAR, "--popsize", "10",
 
 @pytest.mark.mpi
 def test_a_user_class_trains_on_any_ranks_resumes_exactly_replays_and_exports(runs, tmp_path):
-    common = [*TRAIN, "--folder", str(runs), "--final-episodes", "3"]
-    for ranks in (1, 2, 3):
-        checked(esmpi(*common, "--generations", "4", "--run-name", f"ranks{ranks}", ranks=ranks))
-    checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
-    checked(esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3))
-    expected = read_theta(runs / "ranks1" / "checkpoint.h5")
-    for run in ("ranks2", "ranks3", "split"):
-        assert np.array_equal(read_theta(runs / run / "checkpoint.h5"), expected), run
-    state = checkpoint.load(str(runs / "ranks2" / "checkpoint.h5"))
+    state = train_on_1_2_3_ranks_and_resume([*TRAIN, "--final-episodes", "3"], runs)
     assert state.policy.kind == LINEAR and state.policy.user_params == 4
-    final = state.final
-    assert final is not None
-    for seed, want in zip(final.seeds, final.returns[0], strict=True):
-        shown = esmpi("eval", str(runs / "ranks2"), "--episode-seed", str(seed), "--json")
-        assert json.loads(checked(shown).stdout)["returns"] == [want]
+    assert_final_evaluation_replays(runs / "ranks2", state.final)
     shown = checked(esmpi("eval", str(runs / "ranks2"), "--episodes", "3"))
     assert "3 episode(s): return mean" in shown.stdout + shown.stderr
     assert LINEAR in checked(esmpi("inspect", str(runs / "ranks2"))).stdout

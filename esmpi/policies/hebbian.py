@@ -31,7 +31,7 @@ import numpy as np
 from esmpi import kernels
 from esmpi.policies import cnn
 from esmpi.policies.actor import VectorActor, vector_layout
-from esmpi.policies.spec import HEBBIAN_TERMS, PolicySpec
+from esmpi.policies.spec import HEBBIAN_TERMS, PolicySpec, starting_generator
 
 INITIAL_WEIGHT = 0.1  # the initial weights are uniform in [-INITIAL_WEIGHT, INITIAL_WEIGHT]
 WEIGHTS_STREAM = 0x4EBB  # SeedSequence([episode seed, WEIGHTS_STREAM]) draws them
@@ -175,16 +175,15 @@ def hebbian_pixels_step(obs, theta, layout, scratch):
 def initial_weights(spec: PolicySpec, seed: int) -> np.ndarray:
     """The weights an episode reset with `seed` starts from, float32, layer by layer."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, WEIGHTS_STREAM]))
-    return rng.uniform(-INITIAL_WEIGHT, INITIAL_WEIGHT, _count(spec)).astype(np.float32)
+    return rng.uniform(-INITIAL_WEIGHT, INITIAL_WEIGHT, spec.dense_weights).astype(np.float32)
 
 
 def initial_theta(spec: PolicySpec, seed: int, index: int = 0) -> np.ndarray:
     """The parameters at the start of a run: on pixels the CNN's filters (as `--policy cnn`
     starts them), then the rule, standard normal (the paper's 'normal')."""
-    entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
-    rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    parts = [*cnn.initial_filters(spec, rng), rng.standard_normal(HEBBIAN_TERMS * _count(spec))]
-    return np.concatenate(parts).astype(np.float32)
+    rng = starting_generator(seed, index)
+    rule = rng.standard_normal(HEBBIAN_TERMS * spec.dense_weights)
+    return np.concatenate([*cnn.initial_filters(spec, rng), rule]).astype(np.float32)
 
 
 def hebbian_actor(spec: PolicySpec, obs_clip: float = 5.0):
@@ -214,7 +213,7 @@ class HebbianActor(_DrawnWeights, VectorActor):
 
     def __init__(self, spec: PolicySpec, obs_clip: float = 5.0):
         layout = np.concatenate([[int(spec.plastic_norm)], vector_layout(spec, spec.sizes)])
-        super().__init__(spec, obs_clip, hebbian_step, layout, sum(spec.sizes), _count(spec))
+        super().__init__(spec, obs_clip, hebbian_step, layout, sum(spec.sizes), spec.dense_weights)
 
 
 class HebbianPixelActor(_DrawnWeights, cnn.PixelActor):
@@ -223,9 +222,4 @@ class HebbianPixelActor(_DrawnWeights, cnn.PixelActor):
     def __init__(self, spec: PolicySpec):
         flags = vector_layout(spec, spec.sizes)
         layout = np.array([*spec.obs_shape, int(spec.plastic_norm), *flags], dtype=np.int64)
-        super().__init__(spec, hebbian_pixels_step, layout, sum(spec.sizes), _count(spec))
-
-
-def _count(spec: PolicySpec) -> int:
-    """The plastic weights of `spec`."""
-    return sum(n_in * n_out for n_in, n_out in spec.layer_shapes)
+        super().__init__(spec, hebbian_pixels_step, layout, sum(spec.sizes), spec.dense_weights)

@@ -11,7 +11,7 @@ import numpy as np
 from esmpi import kernels
 from esmpi.policies import cnn
 from esmpi.policies.actor import VectorActor, vector_layout
-from esmpi.policies.spec import PolicySpec
+from esmpi.policies.spec import PolicySpec, starting_generator
 
 _MLP_STEP_SIGNATURES = [
     f"int64({obs}, float64[:, ::1], float32[::1], int64[::1], float32[::1])"
@@ -64,8 +64,7 @@ def initial_theta(spec: PolicySpec, seed: int, index: int = 0) -> np.ndarray:
     points of a meta-population (each its own draw; 0 is the run's)."""
     if spec.kind == "linear":
         return np.zeros(spec.n_params, dtype=np.float32)
-    entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
-    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    rng = starting_generator(seed, index)
     parts = cnn.initial_filters(spec, rng)
     for layer, (n_in, n_out) in enumerate(spec.layer_shapes):
         weights = rng.standard_normal((n_in, n_out))

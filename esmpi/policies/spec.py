@@ -96,6 +96,11 @@ class PolicySpec:
         return [OUTPUT_MAPS[name] for name in names]
 
     @property
+    def dense_weights(self) -> int:
+        """Weights of the dense layers, biases aside (a Hebbian policy's plastic synapses)."""
+        return sum(n_in * n_out for n_in, n_out in self.layer_shapes)
+
+    @property
     def is_user_class(self) -> bool:
         return ":" in self.kind
 
@@ -108,7 +113,7 @@ class PolicySpec:
             s * s * c_in * c_out + (c_out if extra else 0) for s, c_in, c_out in self.conv_shapes
         )
         if self.kind == "hebbian":
-            return convs + HEBBIAN_TERMS * sum(n_in * n_out for n_in, n_out in self.layer_shapes)
+            return convs + HEBBIAN_TERMS * self.dense_weights
         dense = sum(n_in * n_out + (n_out if extra else 0) for n_in, n_out in self.layer_shapes)
         return convs + dense
 
@@ -154,6 +159,13 @@ def cache_aligned_zeros(size: int) -> np.ndarray:
     buffer = np.zeros(size + 16, dtype=np.float32)
     start = (-buffer.ctypes.data % 64) // buffer.itemsize
     return buffer[start : start + size]
+
+
+def starting_generator(seed: int, index: int = 0) -> np.random.Generator:
+    """The generator a family draws a run's starting parameters from: (seed, index) alone, `index`
+    numbering the starting points of a meta-population (0 is the run's)."""
+    entropy = [seed, 0x1217] if index == 0 else [seed, 0x1217, index]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 def scratch_with_action(spec: PolicySpec, work_size: int, kept: int):

@@ -28,12 +28,11 @@ module must be importable there too (on PYTHONPATH).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
 
-from esmpi.config import Config, UsageError
+from esmpi.config import Config, UsageError, named_attribute
 from esmpi.policies.spec import NonFiniteObservation, PolicySpec, not_finite
 
 _REQUIRED = ("initial_theta", "act")
@@ -47,13 +46,7 @@ def load_class(name: str) -> type:
     module_name, _, attribute = name.partition(":")
     if not (module_name and attribute):
         raise UsageError(f"--policy takes a built-in name or 'module:Class'; got {name!r}.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise UsageError(
-            f"Cannot import {module_name} for --policy {name}: {error} (is it on PYTHONPATH?)."
-        ) from None
-    found = getattr(module, attribute, None)
+    found = named_attribute(name, f"--policy {name}")
     if not isinstance(found, type):
         raise UsageError(f"--policy {name}: {module_name} has no class {attribute}.")
     missing = [method for method in _REQUIRED if not callable(getattr(found, method, None))]

@@ -857,7 +857,10 @@ class Trainer:
         run, comm = self.run, self.comm
         failures = generation.failures
         seen = parallel.merged(comm, {key: str(failed) for key, failed in failures.items()})
-        if comm.Get_rank() == 0 and run.generation > self.saved:
+        # The message names the checkpoint to replay from: a new run failing in its first
+        # generation has none on disk yet, so its generation 0 is written too.
+        unsaved = run.generation > self.saved or not os.path.exists(self.path)
+        if comm.Get_rank() == 0 and unsaved:
             self.save()
         message = failures_message(run, generation, seen, self.path)
         if comm.Get_rank() == 0:

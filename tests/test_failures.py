@@ -185,3 +185,8 @@ def test_an_environment_failing_every_episode_stops_at_the_first_generation(runs
     assert f"{POPSIZE + 1} of {POPSIZE + 1} episodes of generation 1 failed" in output, output
     assert "step raised KeyError: 'torque' (step 1)" in output, output
     assert output.count("more than --max-failed-share 0.25") == 1, output
+    # the checkpoint the message names holds generation 0, and its replay command runs
+    assert len(read(runs / "broken")["history"]) == 0
+    sentence = next(line for line in output.splitlines() if "more than --max-failed-share" in line)
+    replayed = esmpi("eval", *sentence.split("`esmpi eval ")[1].split("`")[0].split())
+    assert "step raised KeyError: 'torque'" in replayed.stderr, replayed.stderr

@@ -3,18 +3,23 @@
 For each environment, in one mpiexec job on this machine:
   limit  a loop of env.step with a fixed action and no policy at all (one per core),
   bare   the same loop with esmpi's policy and a fixed parameter vector: the best any trainer
-         built on this environment and policy could do per core,
+         built on Gymnasium's env.step with this policy could do per core,
+  physics  for the MuJoCo environments esmpi steps natively (esmpi.native): the bare loop's
+         episodes replayed with nothing but the reset, the policy, the action written into
+         MjData.ctrl and mujoco.mj_step (and mj_rnePostConstraint where the reward reads contact
+         forces): what the simulator allows with this policy,
   train  esmpi's training as `esmpi train` runs it (train.prepare, then Trainer.generation, the
-         loop's body), in blocks of the generations that take about --train-seconds, each block
-         between two measurements of the loops: env-steps/s per rank,
-and efficiency = train / bare, limit_ratio = train / limit. This VM's cores change speed by 10-40%
-for seconds at a time, so the loops and the training they are compared with run in the same
-processes, a second or two apart, and each environment gets --repeats such rounds (fewer, but
-at least MIN_ROUNDS, when one generation outlasts a block). Also: the
-policy forward per step (numba against the numpy reference), the split of a generation
-(rollouts, load-imbalance idle, update, checkpoint, everything else), start-up time, strong
-scaling from 1 to 2 ranks (alternating blocks, also in one job), noise-table memory per rank, and
-a model of generation time for 1 to 1024 ranks built from these parts (from a real
+         loop's body; natively stepped where it can be), in blocks of the generations that take
+         about --train-seconds, each block between two measurements of the loops: env-steps/s
+         per rank,
+and efficiency = train / bare, limit_ratio = train / limit, physics_ratio = train / physics.
+This VM's cores change speed by 10-40% for seconds at a time, so the loops and the training
+they are compared with run in the same processes, a second or two apart, and each environment
+gets --repeats such rounds (fewer, but at least MIN_ROUNDS, when one generation outlasts a
+block). Also: the policy forward per step (numba against the numpy reference), the split of a
+generation (rollouts, load-imbalance idle, update, checkpoint, everything else), start-up time,
+strong scaling from 1 to 2 ranks (alternating blocks, also in one job), noise-table memory per
+rank, and a model of generation time for 1 to 1024 ranks built from these parts (from a real
 `esmpi train` run at a large population).
 """
 
@@ -30,7 +35,7 @@ import time
 
 import numpy as np
 
-from esmpi import checkpoint, envs, parallel, reference
+from esmpi import checkpoint, envs, native, parallel, reference
 from esmpi.config import Config
 from esmpi.policies import (
     PolicySpec,
@@ -47,6 +52,8 @@ CNN_FORWARD_ENV = "CarRacing-v3"
 # The built-in vector policies whose steps are timed against one env.step of POLICY_FAMILY_ENV.
 POLICY_FAMILIES = ("linear", "mlp", "rnn", "hebbian")
 POLICY_FAMILY_ENV = "HalfCheetah-v5"
+# Seconds of the bare loop recorded for the physics loop to replay.
+RECORDED_SECONDS = 1.0
 # Rounds of loops and training an environment gets at least, however long its generations.
 MIN_ROUNDS = 3
 SCALING_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -175,8 +182,10 @@ def _policy_step_row(env, kind: str, env_step_us: float, calls: int) -> dict:
 
 
 class BareLoops:
-    """Single-core loops of env.step on one environment of its own: without a policy (limit) and
-    with esmpi's policy and a fixed parameter vector (bare). Episodes are the ones training runs:
+    """Single-core loops of Gymnasium's env.step on one environment of its own: without a policy
+    (limit) and with esmpi's policy and a fixed parameter vector (bare); and for the natively
+    stepped MuJoCo environments the bare loop's episodes replayed on the physics alone (physics).
+    Episodes are the ones training runs:
     the environment's preset as `esmpi train` resolves it, its zero-action burn-in and its ends
     (the environment's, `--ignore-terminated`, `--early-stop` on the reward, or `cap` steps), so
     that the loops simulate the same kind of states training does. The loop is written out here,
@@ -187,7 +196,7 @@ class BareLoops:
         from esmpi import presets
         from esmpi.rollout import EpisodeRules, progress_terms, zero_action
 
-        config, _ = presets.resolve({"env": env_id})
+        config, _ = presets.resolve({"env": env_id, "native": False})
         self.made, self.env, _ = envs.make_for_rollouts(config, quiet=True)
         spec = spec_for_spaces(self.env.observation_space, self.env.action_space, config)
         self.actor, self.theta = actor_for(spec, config.obs_clip), initial_theta(spec, seed=0)
@@ -196,18 +205,26 @@ class BareLoops:
         self.idle = zero_action(self.env.action_space)
         self.terms = progress_terms(self.env) if self.rules.fitness == "progress" else None
         envs.first_reset(self.made, 0)
+        self.recorded: list[tuple[int, list]] = []  # (reset seed, observations) per episode
+        if native.why_not_native(self.env, config.env_kwargs) is None:
+            self._loop(self._act, RECORDED_SECONDS, self.recorded)
+            self.contact_forces = native.step_class(self.env).needs_contact_forces
 
     def rates(self, seconds: float) -> dict:
-        """env-steps/s of the limit and the bare loop, each run for about `seconds`, and the bare
-        loop's mean episode length."""
+        """env-steps/s of the limit, the bare and (NaN where the environment has no native step)
+        the physics loop, each run for about `seconds`, and the bare loop's mean episode
+        length."""
         limit, _ = self._loop(lambda obs: self.fixed_action, seconds)
         bare, episode_steps = self._loop(self._act, seconds)
-        return {"limit": limit, "bare": bare, "episode_steps": episode_steps}
+        physics = self._physics_loop(seconds) if self.recorded else math.nan
+        return {"limit": limit, "bare": bare, "physics": physics, "episode_steps": episode_steps}
 
     def _act(self, obs):
         return self.actor.act(obs, self.theta)
 
-    def _loop(self, policy, seconds: float) -> tuple[float, float]:
+    def _loop(self, policy, seconds: float, recorded: list | None = None) -> tuple[float, float]:
+        """(steps/s, steps per episode) of `policy` on env.step for about `seconds`; each
+        episode's reset seed and observations appended to `recorded` when given."""
         from esmpi.rollout import NO_RULES, PROGRESS_TERM
 
         env, rules, cap = self.env, self.rules, self.cap
@@ -216,10 +233,17 @@ class BareLoops:
         started = time.perf_counter()
         deadline = started + seconds
         while time.perf_counter() < deadline:
-            obs, _ = env.reset()
+            if recorded is None:
+                obs, _ = env.reset()
+            else:
+                seen: list = []
+                recorded.append((len(recorded), seen))
+                obs, _ = envs.reset(env, len(recorded) - 1)
             episodes += 1
             negative_run = 0
             for step in range(1, cap + 1):
+                if recorded is not None:
+                    seen.append(obs)
                 action = self.idle if step <= rules.burn_in else policy(obs)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 if (terminated and not rules.ignore_terminated) or truncated:
@@ -231,6 +255,32 @@ class BareLoops:
                         break
             steps += step
         return steps / (time.perf_counter() - started), steps / episodes
+
+    def _physics_loop(self, seconds: float) -> float:
+        """env-steps/s of the recorded episodes replayed for about `seconds`: each the
+        environment's reset with its seed, then per step the policy on the recorded observation
+        (the action it took then), the action into ctrl and the physics. MuJoCo is
+        deterministic, so the states and contacts are the bare loop's."""
+        import mujoco
+
+        base = self.env.unwrapped
+        model, data, ctrl, frames = base.model, base.data, base.data.ctrl, base.frame_skip
+        burn_in, mj_step, forces = self.rules.burn_in, mujoco.mj_step, mujoco.mj_rnePostConstraint
+        steps = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            for seed, seen in self.recorded:
+                envs.reset(self.env, seed)
+                for step, obs in enumerate(seen, 1):
+                    ctrl[:] = self.idle if step <= burn_in else self._act(obs)
+                    mj_step(model, data, frames)
+                    if self.contact_forces:
+                        forces(model, data)
+                steps += len(seen)
+                if time.perf_counter() > deadline:
+                    break
+        return steps / (time.perf_counter() - started)
 
     def policy_share(self, bare_steps_per_s: float) -> float:
         """The policy's share of a bare step: its forward pass timed apart, on observations of
@@ -550,6 +600,8 @@ def environment_rounds(
                 "train_steps_per_s_per_rank": per_rank,
                 "efficiency": per_rank / together["bare"],
                 "limit_ratio": per_rank / together["limit"],
+                "physics_steps_per_s": together["physics"],
+                "physics_ratio": per_rank / together["physics"],
                 "train": training_figures(block, ranks, popsize, probe["startup_s"]),
             }
         )
@@ -684,6 +736,12 @@ def run(
     return report
 
 
+def _or_dash(value: float, form: str) -> str:
+    """`value` formatted, right-aligned to the width in `form`; '-' for NaN."""
+    width = int(form.split(",")[0].split(".")[0])
+    return f"{'-':>{width}}" if math.isnan(value) else f"{value:>{form}}"
+
+
 def table(report: dict) -> str:
     """The report as text a person reads at a glance."""
     lines = ["policy forward per step (1000 varying observations)"]
@@ -712,8 +770,9 @@ def table(report: dict) -> str:
     lines.append("")
     lines.append(
         f"{'environment':<18}{'bare 1 core':>12}{'scaling':>8}{'limit':>10}{'bare':>10}"
-        f"{'policy':>7}{'gens':>5}{'train/rank':>12}{'efficiency':>11}{'limit_ratio':>12}"
-        f"{'start-up':>9}{'idle':>6}   split of generation time"
+        f"{'physics':>10}{'policy':>7}{'gens':>5}{'train/rank':>12}{'efficiency':>11}"
+        f"{'limit_ratio':>12}{'physics_ratio':>14}{'start-up':>9}{'idle':>6}   "
+        "split of generation time"
     )
     for row in report["environments"]:
         train = row["train"]
@@ -721,9 +780,11 @@ def table(report: dict) -> str:
         lines.append(
             f"{row['env']:<18}{row['bare_solo_steps_per_s']:>12,.0f}{row['machine_scaling']:>8.2f}"
             f"{row['limit_steps_per_s']:>10,.0f}{row['bare_steps_per_s']:>10,.0f}"
+            f"{_or_dash(row['physics_steps_per_s'], '10,.0f')}"
             f"{row['policy_share']:>7.1%}{train['generations']:>5}"
             f"{row['train_steps_per_s_per_rank']:>12,.0f}{row['efficiency']:>11.3f}"
-            f"{row['limit_ratio']:>12.3f}{train['startup_s']:>8.1f}s{train['idle']:>6.1%}   {split}"
+            f"{row['limit_ratio']:>12.3f}{_or_dash(row['physics_ratio'], '14.3f')}"
+            f"{train['startup_s']:>8.1f}s{train['idle']:>6.1%}   {split}"
         )
     settings = report["settings"]
     for row in report["environments"]:
@@ -744,8 +805,12 @@ def table(report: dict) -> str:
         f"generations (about {settings['train_seconds']:g} s), per rank;",
         "   efficiency = train/rank / bare; each row is the round of median efficiency (all "
         "rounds below);",
-        "   limit_ratio = train/rank / limit; start-up: process start to the first generation; "
-        "idle: mean share",
+        "   limit_ratio = train/rank / limit; physics: the bare loop's episodes replayed on the "
+        "policy and mujoco.mj_step",
+        "   alone, for the environments esmpi steps natively (- for the others); physics_ratio = "
+        "train/rank / physics;",
+        "   bare, limit and physics step through Gymnasium's reset; start-up: process start to "
+        "the first generation; idle: mean share",
         f"   of time a rank waited for the busiest one. Episodes end at {settings['max_steps']} "
         "steps at most.)",
     ]

@@ -45,6 +45,14 @@ class Config:
     env_kwargs: dict = _option({}, "Keyword arguments for the environment, as a JSON object")
     max_steps: int = _option(0, "Episode cap in steps; 0 keeps the environment's own time limit")
     seed: int = _option(0, "Root seed: noise table, perturbations and episode seeds derive from it")
+    native: bool = _option(
+        True,
+        "Step Gymnasium's MuJoCo v5 environments (HalfCheetah, Hopper, Walker2d, Swimmer, Ant, "
+        "Humanoid, InvertedPendulum, InvertedDoublePendulum, Reacher) with mujoco.mj_step and a "
+        "compiled observation and reward, bit for bit what env.step gives; where that is not "
+        "known to be exact they step through Gymnasium, and training says which and why. "
+        "--no-native always steps through Gymnasium",
+    )
 
     # Observations (pixel pipelines: Gymnasium's wrappers, applied beneath the API checks)
     flatten_obs: bool = _option(

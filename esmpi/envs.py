@@ -271,12 +271,14 @@ def env_kwargs_for(config) -> dict:
 
 def for_rollouts(env, config):
     """(environment to step, episode horizon): `env` beneath the API checks
-    (unwrapped_for_rollouts) with the observation pipeline of `config` around it, and the
-    environment's time limit capped by --max-steps."""
-    from esmpi import behaviour
+    (unwrapped_for_rollouts) with the observation pipeline of `config` around it, stepped
+    natively where it can be (esmpi.native), and the environment's time limit capped by
+    --max-steps."""
+    from esmpi import behaviour, native
 
     stepped, time_limit = unwrapped_for_rollouts(env)
     stepped = behaviour.wrapped(observation_pipeline(stepped, config), config.behaviour)
+    stepped = native.stepping(stepped, config.env_kwargs, config.native)
     return stepped, horizon_for(time_limit, config.max_steps)
 
 
@@ -289,16 +291,19 @@ def make_for_rollouts(config, env_id=None, render_mode=None, quiet=False):
 
 class RankEnvironment:
     """The environment one rank steps for `config`: `made` (as made), `stepped` (what rollouts
-    step), `horizon`, and with --behaviour `describe(stepped)`, the episode's BC, of
-    `behaviour_size` numbers; `remake()` closes it and makes it afresh, as after it raised (what it
-    kept from before may be what broke it). Each episode's seeded reset makes the remade one run
-    the same episodes."""
+    step), `horizon`, `path` (how it steps: natively or through Gymnasium, and why), and with
+    --behaviour `describe(stepped)`, the episode's BC, of `behaviour_size` numbers; `remake()`
+    closes it and makes it afresh, as after it raised (what it kept from before may be what
+    broke it). Each episode's seeded reset makes the remade one run the same episodes."""
 
     def __init__(self, config, quiet: bool = False):
         from esmpi import behaviour
 
         self.config = config
+        from esmpi import native
+
         self.made, self.stepped, self.horizon = make_for_rollouts(config, quiet=quiet)
+        self.path = native.path(self.stepped, config)
         self.describe = behaviour.describer(config.behaviour) if config.behaviour else None
         self.behaviour_size = 0
 

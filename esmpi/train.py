@@ -551,9 +551,10 @@ def final_summary(run: Run, path: str, n_ranks: int) -> str:
     )
 
 
-# Options a resumed run may change: they decide how long it runs and how it reports, not what it
-# computes.
+# Options a resumed run may change: they decide how long it runs, how fast and how it reports,
+# not what it computes.
 RESUMABLE_CHANGES = (
+    "native",
     "generations",
     "total_steps",
     "final_episodes",
@@ -927,6 +928,7 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
             f"checkpoint {path}",
             flush=True,
         )
+        print(f"esmpi: {config.env} steps through {environment.path}", flush=True)
     progress = ProgressFiles(run_dir, run.history) if rank == 0 else None
     return Trainer(run, environment, actor, table, comm, counter, path, run.generation, progress)
 

@@ -3,6 +3,7 @@
 No timing is asserted here: speed is judged from `make bench` output on quiet cores."""
 
 import json
+import math
 
 import pytest
 
@@ -52,6 +53,14 @@ def test_bench_reports_every_part(tmp_path):
         assert row["limit_ratio"] == pytest.approx(
             row["train_steps_per_s_per_rank"] / row["limit_steps_per_s"]
         )
+        # the physics loop: HalfCheetah steps natively, CartPole has no MuJoCo physics
+        if row["env"] == "HalfCheetah-v5":
+            assert row["physics_steps_per_s"] > 0
+            assert row["physics_ratio"] == pytest.approx(
+                row["train_steps_per_s_per_rank"] / row["physics_steps_per_s"]
+            )
+        else:
+            assert math.isnan(row["physics_steps_per_s"]) and math.isnan(row["physics_ratio"])
         # Shares of wall time; the rollouts may overlap rank 0's checkpoint writing.
         split = row["train"]["split"]
         assert all(0 <= share <= 1 for share in split.values()) and sum(split.values()) > 0.95
@@ -73,3 +82,4 @@ def test_bench_reports_every_part(tmp_path):
         < memory[0]["pss_mib_per_rank"][0] - memory[0]["table_mib"] / 2
     )
     assert "efficiency" in result.stdout and "limit_ratio" in result.stdout
+    assert "physics_ratio" in result.stdout

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from esmpi.native.step import NativeStep
-from esmpi.native.sums import clip, pairwise_sum
+from esmpi.native.sums import clip, sum_of_squares
 
 # settings[]: dt, forward weight, healthy reward, contact cost weight, the contact force range,
 # the healthy z range.
@@ -48,10 +48,8 @@ def ant_outcome(
         healthy = healthy and np.isfinite(qvel[i])
     forward = ((main_xy[0] - x_before) / settings[_DT]) * settings[_FORWARD]
     healthy_reward = settings[_HEALTHY] * (1.0 if healthy else 0.0)
-    squares = action * action
-    ctrl_cost = ctrl_weight * pairwise_sum(squares, 0, squares.size)
-    force_squares = forces * forces
-    contact_cost = settings[_CONTACT] * pairwise_sum(force_squares, 0, force_squares.size)
+    ctrl_cost = ctrl_weight * sum_of_squares(action)
+    contact_cost = settings[_CONTACT] * sum_of_squares(forces)
     return observation, (forward + healthy_reward) - (ctrl_cost + contact_cost), healthy
 
 

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from esmpi.native.step import NativeStep
-from esmpi.native.sums import clip, pairwise_sum
+from esmpi.native.sums import clip, sum_of_squares
 
 # settings[]: dt, forward weight, healthy reward, contact cost weight, contact cost range,
 # healthy z range, ctrl cost weight.
@@ -60,15 +60,9 @@ def humanoid_outcome(
     healthy = settings[_Z] < qpos[2] < settings[_Z + 1]
     forward = settings[_FORWARD] * x_velocity
     healthy_reward = settings[_HEALTHY] * (1.0 if healthy else 0.0)
-    ctrl_squares = ctrl * ctrl
-    ctrl_cost = settings[_CTRL] * pairwise_sum(ctrl_squares, 0, ctrl_squares.size)
-    flat = cfrc_ext.reshape(cfrc_ext.size)
-    force_squares = flat * flat
-    contact_cost = clip(
-        settings[_CONTACT] * pairwise_sum(force_squares, 0, force_squares.size),
-        settings[_COST_RANGE],
-        settings[_COST_RANGE + 1],
-    )
+    ctrl_cost = settings[_CTRL] * sum_of_squares(ctrl)
+    contact_cost = settings[_CONTACT] * sum_of_squares(cfrc_ext.reshape(cfrc_ext.size))
+    contact_cost = clip(contact_cost, settings[_COST_RANGE], settings[_COST_RANGE + 1])
     return observation, (forward + healthy_reward) - (ctrl_cost + contact_cost), healthy
 
 

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from esmpi.native.step import NativeStep
-from esmpi.native.sums import pairwise_sum
+from esmpi.native.sums import sum_of_squares
 
 # Health rules, as the integer the kernel switches on.
 NO_HEALTH, WALKER_HEALTH, HOPPER_HEALTH = 0, 1, 2
@@ -39,8 +39,7 @@ def planar_outcome(qpos, qvel, action, x_before, settings, ctrl_weight, skipped,
             if velocity > 10.0:
                 velocity = 10.0
         observation[n_pos + i] = velocity
-    squares = action * action
-    ctrl_cost = ctrl_weight * pairwise_sum(squares, 0, squares.size)  # float32, as Gymnasium's
+    ctrl_cost = ctrl_weight * sum_of_squares(action)  # float32, as Gymnasium's
     forward = settings[_FORWARD] * ((qpos[0] - x_before) / settings[_DT])
     if health == NO_HEALTH:
         return observation, forward - ctrl_cost, False

@@ -135,6 +135,16 @@ PRESETS = (
         strategies=("openai-es",),
     ),
     Preset(
+        "InvertedDoublePendulum-v5",
+        dict(_LOCOMOTION),
+        "Gymnasium's MuJoCo InvertedDoublePendulum: Salimans et al.'s sigma and lr with "
+        "tanh-rescaled actions; the defaults' clipped actions and larger steps stay near 150",
+        "jobs/suites/presets.toml, README 'Presets measured': 2e6 steps, 3 seeds, final eval "
+        "7524 [7515, 7535] (the defaults: 147 at 1e6 steps, seed 0; sigma 0.05 lr 0.02: 4574 "
+        "at 2e6, seed 0)",
+        strategies=("openai-es",),
+    ),
+    Preset(
         "Pendulum-v1",
         dict(popsize=100, sigma=0.05, lr=0.125),
         "Gymnasium's Pendulum: gymnax-blines' OpenES settings (popsize 100, sigma 0.05, lr 0.125), "

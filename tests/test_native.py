@@ -77,7 +77,12 @@ NON_DEFAULT_KWARGS = {
     },
     "InvertedPendulum-v5": {"reset_noise_scale": 0.1, "frame_skip": 3},
     "InvertedDoublePendulum-v5": {"healthy_reward": 4.0, "reset_noise_scale": 0.3},
-    "Reacher-v5": {"reward_dist_weight": 2.0, "reward_control_weight": 0.5, "frame_skip": 3},
+    "Reacher-v5": {
+        "reward_dist_weight": 2.0,
+        "reward_control_weight": 0.5,
+        "frame_skip": 3,
+        "max_episode_steps": 80,  # gymnasium.make's: the time limit rollouts apply themselves
+    },
 }
 COVERED_IDS = list(NON_DEFAULT_KWARGS)
 

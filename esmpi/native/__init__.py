@@ -11,8 +11,9 @@ An environment steps natively only where that is known to be exact:
 - its module and Gymnasium's mujoco_env.py are the sources the kernels were checked against
   (VERIFIED, sha256 of the files): a newer Gymnasium may change a reward, and then falls back
   until its sources are checked (tests/test_native.py) and added;
-- every constructor keyword the user passed is one the native step honours (all of the verified
-  constructors' keywords are: the steps read the settings from the environment's attributes),
+- every keyword the user passed is one the native step honours: all of the verified
+  constructors' own (the steps read the settings from the environment's attributes),
+  MujocoEnv's rendering ones and gymnasium.make's;
   and render_mode is not 'human' (Gymnasium's step draws the window).
 Otherwise the environment steps through Gymnasium, and `esmpi train` says why.
 """
@@ -52,10 +53,11 @@ VERIFIED = {
 }
 NATIVE_PATH = "the native MuJoCo step (mujoco.mj_step, then compiled observation and reward)"
 _BASE_MODULE = "gymnasium.envs.mujoco.mujoco_env"
-# MujocoEnv's own keywords, which every covered environment passes on: rendering only.
-_RENDERING_KEYWORDS = frozenset(
+# Keywords every covered environment takes besides its own: MujocoEnv's (rendering only) and
+# gymnasium.make's (the wrappers rollouts step beneath).
+_SHARED_KEYWORDS = frozenset(
     ("render_mode", "width", "height", "camera_id", "camera_name", "max_geom", "visual_options")
-)
+) | frozenset(("max_episode_steps", "disable_env_checker"))
 
 
 def stepping(env, env_kwargs: dict, wanted: bool = True):
@@ -111,9 +113,9 @@ def source_digest(module: str) -> str:
 
 
 def honoured_keywords(env_class) -> frozenset:
-    """The constructor keywords of `env_class` that its native step honours: its own (read from
-    the environment's attributes) and MujocoEnv's rendering ones."""
-    own = inspect.signature(env_class.__init__).parameters
-    named = {key for key, parameter in own.items() if parameter.kind is parameter.KEYWORD_ONLY}
-    named |= {key for key, p in own.items() if p.kind is p.POSITIONAL_OR_KEYWORD}
-    return frozenset(named - {"self"}) | _RENDERING_KEYWORDS
+    """The keywords of `env_class` that its native step honours: its constructor's own (read from
+    the environment's attributes), MujocoEnv's rendering ones and gymnasium.make's."""
+    named = inspect.signature(env_class.__init__).parameters.values()
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    own = {parameter.name for parameter in named if parameter.kind in keywords}
+    return frozenset(own - {"self"}) | _SHARED_KEYWORDS

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from esmpi.native.step import NativeStep
-from esmpi.native.sums import sum_of_squares
+from esmpi.native.sums import clip, sum_of_squares
 
 # Health rules, as the integer the kernel switches on.
 NO_HEALTH, WALKER_HEALTH, HOPPER_HEALTH = 0, 1, 2
@@ -32,13 +32,7 @@ def planar_outcome(qpos, qvel, action, x_before, settings, ctrl_weight, skipped,
     for i in range(n_pos):
         observation[i] = qpos[skipped + i]
     for i in range(qvel.size):
-        velocity = qvel[i]
-        if clip_qvel:  # np.clip(qvel, -10, 10)
-            if velocity < -10.0:
-                velocity = -10.0
-            if velocity > 10.0:
-                velocity = 10.0
-        observation[n_pos + i] = velocity
+        observation[n_pos + i] = clip(qvel[i], -10.0, 10.0) if clip_qvel else qvel[i]
     ctrl_cost = ctrl_weight * sum_of_squares(action)  # float32, as Gymnasium's
     forward = settings[_FORWARD] * ((qpos[0] - x_before) / settings[_DT])
     if health == NO_HEALTH:

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi
 from esmpi import checkpoint, envs, kernels, presets, reference
-from esmpi.config import Config, UsageError, from_toml
+from esmpi.config import Config, UsageError, from_mapping, from_toml
 from esmpi.policies import PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
 
@@ -68,6 +68,16 @@ def test_esmpi_envs_lists_every_preset():
     out = checked(esmpi("envs")).stdout
     for preset in presets.PRESETS:
         assert preset.pattern in out and presets.describe(preset.values) in out
+
+
+def test_the_flags_esmpi_envs_prints_set_the_presets_values():
+    """What `esmpi envs` says a preset sets is a command line that sets it (lists as '32,32')."""
+    from esmpi.cli import _explicit_config, build_parser
+
+    for preset in presets.PRESETS:
+        args = build_parser().parse_args(["train", *presets.describe(preset.values).split()])
+        given = {name: value for name, value in _explicit_config(args).items() if value is not None}
+        assert from_mapping(given) == from_mapping(preset.values), preset.pattern
 
 
 # --- kernels -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi, mpi_python, read_theta
+from esmpi import presets
 
 pytestmark = pytest.mark.mpi
 
@@ -119,7 +120,8 @@ def test_resume_refuses_a_changed_setting(runs):
     )
     result = esmpi("train", "--resume", str(runs / "r"), "--sigma", "0.5", ranks=2)
     assert result.returncode == 2
-    assert "--sigma 0.5 differs from the checkpoint's 0.05" in result.stderr  # Pendulum's preset
+    preset_sigma = presets.preset_for("Pendulum-v1").values["sigma"]  # what the run stored
+    assert f"--sigma 0.5 differs from the checkpoint's {preset_sigma}" in result.stderr
     assert result.stderr.count("esmpi: error") == 1
 
 

@@ -9,7 +9,7 @@ import sys
 import traceback
 
 import esmpi
-from esmpi.config import Config, UsageError, load_toml
+from esmpi.config import Config, UsageError, flag, load_toml, value_text
 
 # Set by MPI launchers to the process's rank; read before MPI starts, to print errors once.
 _RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")
@@ -22,10 +22,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in Config.fields():
@@ -33,12 +29,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         group = groups.get(group_name) or parser.add_argument_group(f"{group_name} options")
         groups[group_name] = group
         default = option.default_factory() if callable(option.default_factory) else option.default
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        if isinstance(default, dict):
-            shown = "{}"
-        help_text = f"{option.metadata['help']} (default: {shown!s})"
+        shown = value_text(default)
+        help_text = f"{option.metadata['help']} (default: {shown})"
         # The old program's flag names (--environment, --print_every, --decay) follow ours.
-        names = [_flag(option.name), *option.metadata["aliases"]]
+        names = [flag(option.name), *option.metadata["aliases"]]
         if isinstance(default, bool):
             group.add_argument(
                 *names,
@@ -83,7 +77,7 @@ def _strategy_defaults() -> str:
 
     lines = ["strategies (--strategy), the options each reads and the defaults each sets:"]
     for name, strategy in strategies.REGISTRY.items():
-        options = " ".join("--" + option.replace("_", "-") for option in strategy.OPTIONS)
+        options = " ".join(flag(option) for option in strategy.OPTIONS)
         lines.append(f"  {name:<11} reads {options or 'no option of its own'}")
         lines.append(f"  {'':<11} sets  {describe(strategy.DEFAULTS) or 'nothing: the defaults'}")
     return "\n".join(lines)

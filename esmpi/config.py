@@ -322,7 +322,7 @@ def parse_value(name: str, value: Any) -> Any:
             return [int(size) for size in value]
         except (TypeError, ValueError):
             example = "sizes like '128,64'" if name == "hidden" else "indices like '0,2'"
-            raise UsageError(f"--{_flag(name)} takes {example}, not {value!r}.") from None
+            raise UsageError(f"{flag(name)} takes {example}, not {value!r}.") from None
     if name == "env_kwargs":
         if isinstance(value, str):
             try:
@@ -342,14 +342,14 @@ def parse_value(name: str, value: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise UsageError(f"--{_flag(name)} takes true or false, not {value!r}.")
+        raise UsageError(f"{flag(name)} takes true or false, not {value!r}.")
     try:
         if kind is int and isinstance(value, str):
             return int(float(value)) if "e" in value.lower() else int(value)
         return kind(value)
     except (TypeError, ValueError):
         noun = {int: "whole number", float: "number"}.get(kind, "text")
-        raise UsageError(f"--{_flag(name)} takes a {noun}, not {value!r}.") from None
+        raise UsageError(f"{flag(name)} takes a {noun}, not {value!r}.") from None
 
 
 def named_attribute(name: str, what: str):
@@ -366,8 +366,32 @@ def named_attribute(name: str, what: str):
     return getattr(module, attribute, None)
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def flag(name: str) -> str:
+    """'--lr-decay' for the setting lr_decay: the option that sets it on the command line."""
+    return "--" + name.replace("_", "-")
+
+
+def option_arguments(values: dict[str, Any]) -> list[str]:
+    """Settings as the command-line arguments that set them, what parse_value reads back:
+    ['--hidden', '32,32', '--no-bias', '--env-kwargs', '{"gravity": -9.8}']."""
+    arguments = []
+    for name, value in values.items():
+        if isinstance(value, bool):  # the command line spells booleans --X and --no-X
+            arguments.append(flag(name) if value else "--no-" + flag(name)[2:])
+        else:
+            arguments += [flag(name), value_text(value)]
+    return arguments
+
+
+def value_text(value: Any) -> str:
+    """One setting's value as the command line takes it: 32,32 for a list, JSON for a dict."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def validate(config: Config) -> Config:
@@ -382,7 +406,7 @@ def validate(config: Config) -> Config:
         "popsize_max",
     ):
         if getattr(config, name) < 0:
-            raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+            raise UsageError(f"{flag(name)} must be 0 or positive; got {getattr(config, name)}.")
     if config.parents < 1 or config.neighbours < 1 or config.weight_patience < 1:
         raise UsageError("--parents, --neighbours and --weight-patience must be at least 1.")
     if not 0 <= config.reward_weight <= 1 or not 0 <= config.weight_step <= 1:
@@ -406,12 +430,12 @@ def validate(config: Config) -> Config:
         )
     for name in ("print_every", "check_every", "eval_episodes"):
         if getattr(config, name) < 1:
-            raise UsageError(f"--{_flag(name)} must be at least 1; got {getattr(config, name)}.")
+            raise UsageError(f"{flag(name)} must be at least 1; got {getattr(config, name)}.")
     if config.max_steps < 0:
         raise UsageError(f"--max-steps must be 0 (no cap) or positive; got {config.max_steps}.")
     for name in ("lr_decay", "sigma_decay"):
         if not 0 < getattr(config, name) <= 1:
-            raise UsageError(f"--{_flag(name)} must be in (0, 1]; got {getattr(config, name)}.")
+            raise UsageError(f"{flag(name)} must be in (0, 1]; got {getattr(config, name)}.")
     if config.episode_cap < 0 or not 0 < config.cap_share <= 1 or not config.cap_raise > 1:
         raise UsageError(
             "--episode-cap must be 0 (off) or positive, --cap-share in (0, 1] and --cap-raise "
@@ -433,12 +457,11 @@ def validate(config: Config) -> Config:
     for name, allowed in _CHOICES.items():
         if getattr(config, name) not in allowed:
             raise UsageError(
-                f"--{_flag(name)} must be one of {', '.join(allowed)}; "
-                f"got {getattr(config, name)!r}."
+                f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(config, name)!r}."
             )
     for name in ("resize", "burn_in", "early_stop", "early_stop_after", "final_episodes"):
         if getattr(config, name) < 0:
-            raise UsageError(f"--{_flag(name)} must be 0 or positive; got {getattr(config, name)}.")
+            raise UsageError(f"{flag(name)} must be 0 or positive; got {getattr(config, name)}.")
     if config.frame_stack < 1:
         raise UsageError(f"--frame-stack must be at least 1; got {config.frame_stack}.")
     if not set(config.action_map.split(",")) <= set(ACTION_MAPS):

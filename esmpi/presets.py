@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esmpi import strategies
-from esmpi.config import Config, from_mapping
+from esmpi.config import Config, from_mapping, option_arguments
 
 # Preset values that tune the search: a strategy the preset was not measured with keeps its own
 # defaults for them.
@@ -259,16 +259,7 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
 
 def describe(values: dict[str, Any]) -> str:
     """'--policy cnn --early-stop 20 ...': settings as the command-line options that set them."""
-    parts = []
-    for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(value, list):  # as the command line takes a list: --hidden 32,32
-            parts.append(f"{flag} {','.join(map(str, value))}")
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
+    return " ".join(option_arguments(values))
 
 
 def table() -> str:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from esmpi import checkpoint, mazes
-from esmpi.config import UsageError, from_toml
+from esmpi.config import UsageError, from_toml, value_text
 
 # Options that say how a run is named, reported or how long it lasts, not what it computes: runs
 # that differ only in these (and the seed) are repetitions of one configuration.
@@ -291,17 +291,11 @@ def group_label(key: tuple, keys: list[tuple]) -> str:
     if not others:
         return ""
     differing = [
-        f"{name}={_shown(value)}"
+        f"{name}={value_text(value)}"
         for name, value in configuration
         if any(dict(other).get(name) != value for other in others)
     ]
     return " ".join(differing)
-
-
-def _shown(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 @dataclass(frozen=True)

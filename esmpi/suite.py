@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from esmpi import checkpoint, presets
-from esmpi.config import Config, UsageError, from_toml, load_toml
+from esmpi.config import Config, UsageError, from_toml, load_toml, option_arguments, value_text
 
 _ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
 
@@ -63,12 +63,7 @@ class Row:
         """The row's `esmpi train` options for `seed` (a number, or a shell variable)."""
         arguments = ["--env", self.env, "--strategy", self.strategy, "--seed", seed]
         arguments += ["--total-steps", str(self.total_steps)]
-        for name, value in self.options.items():
-            flag = name.replace("_", "-")
-            if isinstance(value, bool):  # the command line spells booleans --X and --no-X
-                arguments.append(f"--{flag}" if value else f"--no-{flag}")
-            else:
-                arguments += [f"--{flag}", _flag_value(value)]
+        arguments += option_arguments(self.options)
         return arguments
 
     def train_arguments(self, seed: int, folder: str) -> list[str]:
@@ -94,16 +89,6 @@ class Suite:
         for row in self.rows:
             for seed in row.seeds:
                 yield row, seed, os.path.join(self.folder, row.run_name(seed))
-
-
-def _flag_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
 
 
 def _digest(options: dict) -> str:
@@ -302,7 +287,7 @@ def markdown_table(suite: Suite) -> str:
     ]
     for result in results(suite):
         row = result.row
-        options = " ".join(f"{k}={_flag_value(v)}" for k, v in row.options.items()) or "none"
+        options = " ".join(f"{k}={value_text(v)}" for k, v in row.options.items()) or "none"
         if result.finals.size:
             finals = result.finals
             score = f"{finals.mean():.1f} [{finals.min():.1f}, {finals.max():.1f}]"

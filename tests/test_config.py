@@ -5,7 +5,15 @@ import re
 import pytest
 
 from esmpi import cli
-from esmpi.config import Config, UsageError, from_mapping, from_toml, load_toml, to_toml
+from esmpi.config import (
+    Config,
+    UsageError,
+    from_mapping,
+    from_toml,
+    load_toml,
+    option_arguments,
+    to_toml,
+)
 
 
 def parse_train(*argv):
@@ -16,6 +24,19 @@ def parse_train(*argv):
 def test_toml_round_trip_keeps_every_field():
     config = Config(env="Pendulum-v1", hidden=[32, 16], env_kwargs={"g": 9.81}, bias=True, seed=7)
     assert from_toml(to_toml(config)) == config
+
+
+def test_option_arguments_are_a_command_line_that_sets_the_values():
+    """Suites, `esmpi envs` and --help write settings as option_arguments does; the parser reads
+    back every kind: numbers, lists, JSON objects and both spellings of a boolean."""
+    values = dict(
+        env="Pendulum-v1", hidden=[32, 16], env_kwargs={"g": 9.81, "mode": "a b"}, bias=True,
+        obs_norm=False, sigma=0.025, popsize=40, total_steps=2_000_000,
+    )  # fmt: skip
+    arguments = option_arguments(values)
+    assert arguments[arguments.index("--hidden") + 1] == "32,16"
+    assert "--bias" in arguments and "--no-obs-norm" in arguments
+    assert from_mapping(parse_train(*arguments)) == from_mapping(values)
 
 
 def test_old_program_flags_are_aliases():

@@ -344,7 +344,8 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     assert (config.top_directions, config.lr, config.sigma) == (4, 0.01, 0.025)
     assert config.reward_shift == 1.0 and "sets --strategy ars" in notes[0]
     assert presets.default_strategy("Hopper-v5") == "ars"
-    assert presets.default_strategy("Walker2d-v5") == "openai-es"
+    assert presets.default_strategy("Walker2d-v5") == "pgpe"
+    assert presets.default_strategy("Swimmer-v5") == "openai-es"
     config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
     assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
     assert "measured with ars only" in notes[0]

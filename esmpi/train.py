@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from esmpi import checkpoint, envs, noise, parallel, strategies
-from esmpi.config import Config, UsageError, from_toml, to_toml
+from esmpi.config import Config, UsageError, flag, from_toml, to_toml
 from esmpi.obsnorm import ObsNorm
 from esmpi.policies import (
     Actor,
@@ -575,9 +575,9 @@ def resumed_config(stored: Config, requested: Config, explicit: frozenset[str]) 
     if differing:
         name = differing[0]
         raise UsageError(
-            f"--{name.replace('_', '-')} {getattr(requested, name)!r} differs from the "
+            f"{flag(name)} {getattr(requested, name)!r} differs from the "
             f"checkpoint's {getattr(stored, name)!r}; a resumed run keeps its configuration (only "
-            f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE_CHANGES)} may change)."
+            f"{', '.join(flag(n) for n in RESUMABLE_CHANGES)} may change)."
         )
     changes = {name: getattr(requested, name) for name in RESUMABLE_CHANGES if name in explicit}
     return stored.replace(**changes)

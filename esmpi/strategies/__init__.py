@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from esmpi.config import Config, UsageError
+from esmpi.config import Config, UsageError, flag
 from esmpi.strategies import ars, ga, ns_es, nsr_es, nsra_es, openai_es, pgpe, sep_cma_es, snes
 from esmpi.strategies.base import Strategy, as_strategy
 
@@ -72,6 +72,6 @@ def check_options(name: str, given: dict[str, Any]) -> None:
     if unused:
         users = [other for other, s in REGISTRY.items() if unused[0] in s.OPTIONS]
         raise UsageError(
-            f"--{unused[0].replace('_', '-')} has no effect with --strategy {name}; it is an "
+            f"{flag(unused[0])} has no effect with --strategy {name}; it is an "
             f"option of {', '.join(users)}."
         )

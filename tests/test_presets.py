@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi
 from esmpi import checkpoint, envs, kernels, presets, reference
-from esmpi.config import Config, UsageError, from_mapping, from_toml
+from esmpi.config import Config, UsageError, from_mapping, from_toml, option_arguments
 from esmpi.policies import PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
 
@@ -230,7 +230,9 @@ def test_carracing_actions_are_bounded_and_20_negative_steps_end_the_episode():
 
 
 def test_ant_burn_in_and_distance_fitness():
-    config, stepped, spec, _ = _prepared({"env": "AntBulletEnv-v0"})
+    # The preset runs ARS, whose linear policy starts at zero; these rules reach every strategy,
+    # and openai-es's network starts with actions to record.
+    config, stepped, spec, _ = _prepared({"env": "AntBulletEnv-v0", "strategy": "openai-es"})
     rules = EpisodeRules.from_config(config)
     recorder = Recorder(stepped)
     theta = initial_theta(spec, 0) * 30
@@ -256,15 +258,15 @@ def test_ant_burn_in_and_distance_fitness():
 @pytest.mark.mpi
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "env_id, steps, extra",
+    "env_id, steps, given",
     [
-        ("CarRacing-v3", 60, ["--action-map", "tanh,sigmoid,clip"]),
-        ("AntBulletEnv-v0", 250, []),
-        ("HopperBulletEnv-v0", 200, []),
-        ("ALE/Pong-v5", 60, []),
+        ("CarRacing-v3", 60, {"action_map": "tanh,sigmoid,clip"}),
+        ("AntBulletEnv-v0", 250, {"top_directions": 2}),  # of the 2 directions of popsize 4
+        ("HopperBulletEnv-v0", 200, {}),
+        ("ALE/Pong-v5", 60, {}),
     ],
 )
-def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
+def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, given):
     result = checked(
         esmpi(
             "train",
@@ -284,7 +286,7 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
             "smoke",
             *SMALL_TABLE,
             *("--final-episodes", "2"),
-            *extra,
+            *option_arguments(given),
             ranks=2,
         )
     )
@@ -295,10 +297,8 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, extra):
         config = from_toml(h5.attrs["config"])
         assert h5["history"].shape == (2,)
         assert h5["policy"].attrs["kind"] == config.policy
-    expected, _ = presets.resolve({"env": env_id, "max_steps": steps, "final_episodes": 2})
-    if extra:
-        assert config.action_map == "tanh,sigmoid,clip"  # the flag over the preset
-        expected = expected.replace(action_map="tanh,sigmoid,clip")
+    expected, _ = presets.resolve({"env": env_id, "max_steps": steps, "final_episodes": 2, **given})
+    assert all(getattr(config, name) == value for name, value in given.items())  # over the preset
     assert config.replace(
         generations=expected.generations,
         popsize=4,
@@ -358,3 +358,26 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     assert (config.max_speed, config.reward_shift) == (0.015, 1.0)
     config, _ = presets.resolve({"env": "Walker2d-v5", "strategy": "openai-es"})
     assert (config.policy, config.population_steps, config.reward_shift) == ("mlp", 0, 0.0)
+
+
+def test_the_environments_settings_of_a_preset_reach_every_strategy():
+    """AntBulletEnv-v0's preset runs ARS with its Ant settings; how the ant's episodes run and
+    are scored (burn-in, distance fitness, early stop, tanh actions) is the environment's and
+    reaches openai-es too, which keeps its own search settings."""
+    config, notes = presets.resolve({"env": "AntBulletEnv-v0"})
+    assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 120)
+    assert (config.top_directions, config.lr, config.sigma) == (20, 0.015, 0.025)
+    assert (config.burn_in, config.fitness, config.ignore_terminated) == (40, "progress", True)
+    config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "openai-es"})
+    defaults = Config()
+    assert (config.policy, config.popsize, config.sigma, config.lr) == (
+        defaults.policy,
+        defaults.popsize,
+        defaults.sigma,
+        defaults.lr,
+    )
+    assert (config.action_map, config.burn_in, config.fitness) == ("tanh", 40, "progress")
+    assert (config.early_stop, config.early_stop_after, config.ignore_terminated) == (30, 200, True)
+    assert "openai-es keeps its own defaults there but for the environment's settings" in notes[0]
+    assert "sets --action-map tanh --burn-in 40 --fitness progress" in notes[1]
+    assert "all   --action-map tanh --burn-in 40" in presets.table()

@@ -282,22 +282,16 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     strategies.check_options(name, values)
     base = {}
     if preset is not None:
-        measured = not preset.strategies or name in preset.strategies
-        if not measured:
+        if preset.strategies and name not in preset.strategies:
             kept = " but for the environment's settings" if preset.for_every_strategy else ""
             notes.append(
                 f"preset {preset.pattern} was measured with {', '.join(preset.strategies)} only; "
                 f"{name} keeps its own defaults there{kept}"
             )
-        tuned = preset.strategies or ("openai-es",)
         base = {
             option: value
             for option, value in preset.values.items()
-            if option not in values
-            and (
-                option in preset.for_every_strategy
-                or (measured and (name in tuned or option not in SEARCH_SETTINGS))
-            )
+            if option not in values and _reaches(preset, option, name)
         }
         if base:
             notes.append(
@@ -307,6 +301,15 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     if values.get("total_steps") and "generations" not in values:
         base["generations"] = 0  # a step budget alone ends the run
     return from_mapping({**strategy.DEFAULTS, **base, **values, "env": env_id}), notes
+
+
+def _reaches(preset: Preset, option: str, strategy: str) -> bool:
+    """Whether the preset's setting `option` applies to a run of `strategy`."""
+    if option in preset.for_every_strategy:
+        return True
+    if preset.strategies:
+        return strategy in preset.strategies
+    return strategy == "openai-es" or option not in SEARCH_SETTINGS
 
 
 def describe(values: dict[str, Any]) -> str:

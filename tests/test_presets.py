@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi
-from esmpi import checkpoint, envs, kernels, presets, reference
+from esmpi import checkpoint, envs, kernels, presets, reference, strategies
 from esmpi.config import Config, UsageError, from_mapping, from_toml, option_arguments
 from esmpi.policies import PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
@@ -230,9 +230,7 @@ def test_carracing_actions_are_bounded_and_20_negative_steps_end_the_episode():
 
 
 def test_ant_burn_in_and_distance_fitness():
-    # The preset runs ARS, whose linear policy starts at zero; these rules reach every strategy,
-    # and openai-es's network starts with actions to record.
-    config, stepped, spec, _ = _prepared({"env": "AntBulletEnv-v0", "strategy": "openai-es"})
+    config, stepped, spec, _ = _prepared({"env": "AntBulletEnv-v0"})
     rules = EpisodeRules.from_config(config)
     recorder = Recorder(stepped)
     theta = initial_theta(spec, 0) * 30
@@ -261,7 +259,7 @@ def test_ant_burn_in_and_distance_fitness():
     "env_id, steps, given",
     [
         ("CarRacing-v3", 60, {"action_map": "tanh,sigmoid,clip"}),
-        ("AntBulletEnv-v0", 250, {"top_directions": 2}),  # of the 2 directions of popsize 4
+        ("AntBulletEnv-v0", 250, {}),
         ("HopperBulletEnv-v0", 200, {}),
         ("ALE/Pong-v5", 60, {}),
     ],
@@ -361,23 +359,24 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
 
 
 def test_the_environments_settings_of_a_preset_reach_every_strategy():
-    """AntBulletEnv-v0's preset runs ARS with its Ant settings; how the ant's episodes run and
-    are scored (burn-in, distance fitness, early stop, tanh actions) is the environment's and
-    reaches openai-es too, which keeps its own search settings."""
+    """AntBulletEnv-v0's preset was measured with openai-es; how the ant's episodes run and are
+    scored (burn-in, distance fitness, early stop, tanh actions) is the environment's and
+    reaches ARS too, which keeps its own search settings and policy."""
     config, notes = presets.resolve({"env": "AntBulletEnv-v0"})
-    assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 120)
-    assert (config.top_directions, config.lr, config.sigma) == (20, 0.015, 0.025)
+    assert (config.strategy, config.sigma, config.lr) == ("openai-es", 0.02, 0.01)
     assert (config.burn_in, config.fitness, config.ignore_terminated) == (40, "progress", True)
-    config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "openai-es"})
-    defaults = Config()
-    assert (config.policy, config.popsize, config.sigma, config.lr) == (
-        defaults.policy,
-        defaults.popsize,
-        defaults.sigma,
-        defaults.lr,
+    config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "ars"})
+    own = from_mapping(strategies.get("ars").DEFAULTS)
+    assert (config.policy, config.popsize, config.top_directions, config.sigma, config.lr) == (
+        own.policy,
+        own.popsize,
+        own.top_directions,
+        own.sigma,
+        own.lr,
     )
+    assert (config.sigma, config.lr) != (0.02, 0.01)
     assert (config.action_map, config.burn_in, config.fitness) == ("tanh", 40, "progress")
     assert (config.early_stop, config.early_stop_after, config.ignore_terminated) == (30, 200, True)
-    assert "openai-es keeps its own defaults there but for the environment's settings" in notes[0]
+    assert "ars keeps its own defaults there but for the environment's settings" in notes[0]
     assert "sets --action-map tanh --burn-in 40 --fitness progress" in notes[1]
     assert "all   --action-map tanh --burn-in 40" in presets.table()

@@ -6,8 +6,7 @@ for the environment; the TOML file and the command line override any of them. Re
 dataclass defaults < the strategy's defaults < preset < TOML file < command line. A preset's
 search hyperparameters (SEARCH_SETTINGS) apply to the strategies it was measured with
 (`Preset.strategies`, OpenAI-ES where it names none); the other strategies keep their own
-defaults, and where the preset names its strategies, every setting of theirs but the
-environment's own (`Preset.for_every_strategy`: how an episode runs and is scored). The
+defaults for them, and where the preset names its strategies, for every setting of it. The
 checkpoint stores the fully resolved config, so a resumed run does not depend on this table.
 
 Old ids of an environment map to today's with a printed note (`ALIASES`).
@@ -34,12 +33,10 @@ class Preset:
     note: str = ""  # why, in one line; `esmpi envs` shows it
     evidence: str = ""  # the measured runs behind it and where they are kept
     # Where given, the strategies the preset was measured with and applies to; the others keep
-    # their own defaults for every setting of it but those named in `for_every_strategy`.
+    # their own defaults for every setting of it. Where not, it was measured with OpenAI-ES and
+    # every strategy gets all of it but its SEARCH_SETTINGS (how actions reach the environment,
+    # how its episodes run and are scored).
     strategies: tuple[str, ...] = ()
-    # Settings of `values` that belong to the environment, not to the search (how actions reach
-    # it, how its episodes are scored and end): every strategy gets them, `strategies` or not.
-    # (A preset without `strategies` gives every strategy all but its SEARCH_SETTINGS already.)
-    for_every_strategy: tuple[str, ...] = ()
 
 
 # Suggested hyperparameters: Salimans et al.'s (sigma 0.02, Adam lr 0.01) for locomotion and
@@ -89,8 +86,6 @@ PRESETS = (
         "seeds 0-5, final eval 236.6 [29.2, 436.2], three seeds walking fast, two barely (ARS "
         "V2-t with the Ant-v5 preset's settings under the same episode rules: 211.7 [162.6, "
         "256.0] over seeds 0-4, every seed walking, none as fast)",
-        strategies=("openai-es",),
-        for_every_strategy=tuple(_ANT_BULLET_EPISODES),
     ),
     Preset(
         "HalfCheetah-v5",
@@ -273,11 +268,13 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     strategies.check_options(name, values)
     base = {}
     if preset is not None:
-        if preset.strategies and name not in preset.strategies:
-            kept = " but for the environment's settings" if preset.for_every_strategy else ""
+        withheld = [option for option in preset.values if not _reaches(preset, option, name)]
+        if withheld:
+            kept = "defaults" if preset.strategies else ", ".join(withheld)
             notes.append(
-                f"preset {preset.pattern} was measured with {', '.join(preset.strategies)} only; "
-                f"{name} keeps its own defaults there{kept}"
+                f"preset {preset.pattern} was measured with "
+                f"{', '.join(preset.strategies or ('openai-es',))} only; "
+                f"{name} keeps its own {kept} there"
             )
         base = {
             option: value
@@ -296,8 +293,6 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
 
 def _reaches(preset: Preset, option: str, strategy: str) -> bool:
     """Whether the preset's setting `option` applies to a run of `strategy`."""
-    if option in preset.for_every_strategy:
-        return True
     if preset.strategies:
         return strategy in preset.strategies
     return strategy == "openai-es" or option not in SEARCH_SETTINGS
@@ -319,9 +314,10 @@ def table() -> str:
         ]
         if preset.strategies:
             lines.append(f"  for   --strategy {' or '.join(preset.strategies)} (measured with it)")
-        if preset.for_every_strategy:
-            shared = {name: preset.values[name] for name in preset.for_every_strategy}
-            lines.append(f"  all   {describe(shared)} (any strategy)")
+        else:
+            shared = {k: v for k, v in preset.values.items() if k not in SEARCH_SETTINGS}
+            if shared and shared != preset.values:
+                lines.append(f"  all   {describe(shared)} (any strategy; the rest openai-es only)")
         if preset.evidence:
             lines.append(f"  runs  {preset.evidence}")
         lines.append("")

@@ -359,12 +359,14 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
 
 
 def test_the_environments_settings_of_a_preset_reach_every_strategy():
-    """AntBulletEnv-v0's preset was measured with openai-es; how the ant's episodes run and are
-    scored (burn-in, distance fitness, early stop, tanh actions) is the environment's and
-    reaches ARS too, which keeps its own search settings and policy."""
+    """AntBulletEnv-v0's preset was measured with openai-es and names no strategies: its search
+    settings stay with openai-es, while how the ant's episodes run and are scored (burn-in,
+    distance fitness, early stop, tanh actions) is the environment's and reaches ARS too, which
+    keeps its own search settings and policy."""
     config, notes = presets.resolve({"env": "AntBulletEnv-v0"})
     assert (config.strategy, config.sigma, config.lr) == ("openai-es", 0.02, 0.01)
     assert (config.burn_in, config.fitness, config.ignore_terminated) == (40, "progress", True)
+    assert len(notes) == 1 and "sets --sigma 0.02 --lr 0.01 --action-map tanh" in notes[0]
     config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "ars"})
     own = from_mapping(strategies.get("ars").DEFAULTS)
     assert (config.policy, config.popsize, config.top_directions, config.sigma, config.lr) == (
@@ -377,6 +379,9 @@ def test_the_environments_settings_of_a_preset_reach_every_strategy():
     assert (config.sigma, config.lr) != (0.02, 0.01)
     assert (config.action_map, config.burn_in, config.fitness) == ("tanh", 40, "progress")
     assert (config.early_stop, config.early_stop_after, config.ignore_terminated) == (30, 200, True)
-    assert "ars keeps its own defaults there but for the environment's settings" in notes[0]
+    assert "measured with openai-es only; ars keeps its own sigma, lr there" in notes[0]
     assert "sets --action-map tanh --burn-in 40 --fitness progress" in notes[1]
-    assert "all   --action-map tanh --burn-in 40" in presets.table()
+    assert "--sigma" not in notes[1]
+    shown = presets.table()
+    assert "all   --action-map tanh --burn-in 40" in shown
+    assert "all   --action-map tanh (any strategy; the rest openai-es only)" in shown  # *Bullet

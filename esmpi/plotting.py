@@ -1,9 +1,9 @@
-"""Learning curves of `esmpi plot`: one panel per environment, one colour per configuration, the
-mean over seeds as a line and the range over seeds (min to max) as a band; the evaluation return
-(unperturbed policy) solid, the population mean dashed. With --behaviours, where the policies
-went instead: one panel per configuration, the first two numbers of each evaluation episode's BC
-as dots coloured by generation, best/theta's final evaluation as one marker shape per seed, over
-the maze's walls, start and goal where the run trained in a maze_map.
+"""Learning curves of `esmpi plot`: one panel per environment (four to a row), one colour per
+configuration, the mean over seeds as a line and the range over seeds (min to max) as a band; the
+evaluation return (unperturbed policy) solid, the population mean dashed. With --behaviours,
+where the policies went instead: one panel per configuration, the first two numbers of each
+evaluation episode's BC as dots coloured by generation, best/theta's final evaluation as one
+marker shape per seed, over the maze's walls, start and goal where the run trained in a maze_map.
 
 Figures are built with matplotlib's object interface on the Agg canvas, never pyplot, so plotting
 needs no display and leaves matplotlib's global backend alone.
@@ -32,6 +32,7 @@ X_AXES = {
 }
 # history column, line style, legend wording
 CURVES = (("eval_return", "-", "evaluation"), ("return_mean", "--", "population mean"))
+PANELS_PER_ROW = 4  # more environments wrap onto further rows
 FORMATS = (".png", ".svg", ".pdf")
 
 
@@ -51,22 +52,28 @@ def seed_curves(runs: list[RunSummary], x_column: str, y_column: str):
 def learning_curves(summaries: list[RunSummary], x: str = "generation"):
     """A matplotlib Figure of the runs' learning curves (see the module docstring)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     if x not in X_AXES:
         raise UsageError(f"--x must be one of {', '.join(X_AXES)}; got {x!r}.")
     x_column, x_label = X_AXES[x]
     groups = configuration_groups(summaries)
     environments = list(dict.fromkeys(env_id for env_id, _ in groups))
-    figure = Figure(figsize=(6.4 * min(len(environments), 3), 4.2), layout="constrained")
-    axes = figure.subplots(1, len(environments), squeeze=False)[0]
-    for env_id, ax in zip(environments, axes, strict=True):
+    columns = min(len(environments), PANELS_PER_ROW)
+    rows = -(-len(environments) // columns)
+    figure = Figure(figsize=(5.2 * columns, 3.9 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for spare in grid[len(environments) :]:
+        spare.remove()
+    for env_id, ax in zip(environments, grid, strict=False):
         keys = [key for key in groups if key[0] == env_id]
         for colour, key in enumerate(keys):
             _draw_group(ax, groups[key], group_label(key, list(groups)), f"C{colour}", x_column)
         ax.set_title(env_id)
         ax.set_xlabel(x_label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=x == "generation"))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=x == "generation"))
+        if x == "timesteps":  # 250k, 1.5M: full step counts run into each other
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")

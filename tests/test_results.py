@@ -2,6 +2,7 @@
 export (and the README's numpy runner), the self-describing file, the progress line and summary."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -161,6 +162,28 @@ def test_plot_draws_mean_lines_and_seed_bands_per_configuration(trained):
         history_of(folder, "cp0")["eval_return"], history_of(folder, "cp1")["eval_return"]
     )
     assert np.isclose(band.min(), lowest.min())
+
+
+def test_plot_wraps_many_environments_into_rows_with_readable_step_ticks(trained):
+    """A suite's figure has a panel per environment, four to a row (13 in one row were 1.5
+    inches wide each), and step counts on the x axis as 250k, 1M, which do not run together."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    folder, _ = trained
+    run = results.summarise(str(folder / "cp0"))
+    history = run.history.copy()
+    history["timesteps"] *= 3000  # a few hundred steps become a budget in the millions
+    names = [f"Env{index}-v0" for index in range(6)]
+    runs = [dataclasses.replace(run, env_id=name, history=history) for name in names]
+    figure = plotting.learning_curves(runs, x="timesteps")
+    FigureCanvasAgg(figure).draw()
+    assert [ax.get_title() for ax in figure.axes] == names
+    rows = [ax.get_subplotspec().rowspan.start for ax in figure.axes]
+    assert rows == [0, 0, 0, 0, 1, 1]
+    for ax in figure.axes:
+        labels = [label.get_text() for label in ax.get_xticklabels() if label.get_text()]
+        assert labels and all(len(label) <= 5 for label in labels), labels
+        assert any(label[-1] in "kM" for label in labels), labels
 
 
 @pytest.mark.parametrize(

@@ -274,8 +274,7 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
             kept = "defaults" if preset.strategies else ", ".join(withheld)
             notes.append(
                 f"preset {preset.pattern} was measured with "
-                f"{', '.join(preset.strategies or ('openai-es',))} only; "
-                f"{name} keeps its own {kept} there"
+                f"{', '.join(_measured_with(preset))} only; {name} keeps its own {kept} there"
             )
         base = {
             option: value
@@ -292,11 +291,22 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     return from_mapping({**strategy.DEFAULTS, **base, **values, "env": env_id}), notes
 
 
+def _measured_with(preset: Preset) -> tuple[str, ...]:
+    """The strategies the preset was measured with: those it names, else the default one."""
+    return preset.strategies or (_strategy_of(None),)
+
+
+def _for_every_strategy(preset: Preset) -> dict[str, Any]:
+    """The settings of the preset that every strategy gets: none where it names its strategies,
+    else all but its SEARCH_SETTINGS."""
+    if preset.strategies:
+        return {}
+    return {k: v for k, v in preset.values.items() if k not in SEARCH_SETTINGS}
+
+
 def _reaches(preset: Preset, option: str, strategy: str) -> bool:
     """Whether the preset's setting `option` applies to a run of `strategy`."""
-    if preset.strategies:
-        return strategy in preset.strategies
-    return strategy == "openai-es" or option not in SEARCH_SETTINGS
+    return strategy in _measured_with(preset) or option in _for_every_strategy(preset)
 
 
 def describe(values: dict[str, Any]) -> str:
@@ -315,10 +325,10 @@ def table() -> str:
         ]
         if preset.strategies:
             lines.append(f"  for   --strategy {' or '.join(preset.strategies)} (measured with it)")
-        else:
-            shared = {k: v for k, v in preset.values.items() if k not in SEARCH_SETTINGS}
-            if shared and shared != preset.values:
-                lines.append(f"  all   {describe(shared)} (any strategy; the rest openai-es only)")
+        shared = _for_every_strategy(preset)
+        if shared and shared != preset.values:
+            only = ", ".join(_measured_with(preset))
+            lines.append(f"  all   {describe(shared)} (any strategy; the rest {only} only)")
         if preset.evidence:
             lines.append(f"  runs  {preset.evidence}")
         lines.append("")

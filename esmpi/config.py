@@ -162,6 +162,13 @@ class Config:
         0,
         "With --population-steps: the most members a generation grows to; 0 gives 8 x --popsize",
     )
+    member_episodes: int = _option(
+        1,
+        "Episodes each member plays (a GA's rechecked candidates too), on reset seeds both "
+        "members of a pair share; its return and BC are their means (estool's num_episode, "
+        "gymnax-blines' num_rollouts): a less noisy ranking where starts differ, for K times the "
+        "steps",
+    )
     optimizer: str = _option(
         "adam",
         "openai-es, pgpe: 'adam' (Salimans et al.), 'sgd' (with --momentum) or 'clipup' "
@@ -428,7 +435,7 @@ def validate(config: Config) -> Config:
             f"--generations must be at least 1, or 0 with a --total-steps budget; got "
             f"{config.generations}."
         )
-    for name in ("print_every", "check_every", "eval_episodes"):
+    for name in ("print_every", "check_every", "eval_episodes", "member_episodes"):
         if getattr(config, name) < 1:
             raise UsageError(f"{flag(name)} must be at least 1; got {getattr(config, name)}.")
     if config.max_steps < 0:

@@ -11,7 +11,7 @@ import numpy as np
 
 BLOCK = 1 << 20  # entries filled from one seed; blocks are what the ranks of a node share out
 _TABLE_TAG, _OFFSET_TAG, _EPISODE_TAG, _FINAL_TAG = 0x7AB1E, 0x0FF5E7, 0xE950DE, 0xF1A1
-_PARENT_TAG, _RECHECK_TAG = 0x4E53, 0x2EC4EC
+_PARENT_TAG, _RECHECK_TAG, _MEMBER_TAG = 0x4E53, 0x2EC4EC, 0x3E3B
 
 
 def block_count(table_size: int) -> int:
@@ -66,6 +66,16 @@ def episode_seeds(seed: int, generation: int, count: int, round_: int = 0) -> np
     key = _key(seed, _EPISODE_TAG, generation, round_)
     state = np.random.SeedSequence(key).generate_state(count)
     return state.astype(np.int64) & 0x7FFFFFFF
+
+
+def member_episode_seeds(seed: int, count: int) -> np.ndarray:
+    """Reset seeds of the `count` episodes a member plays (--member-episodes): its task's episode
+    seed `seed` first, so that a member playing one episode plays what it always did, then
+    `count - 1` drawn from it (below 2**31, like every training seed)."""
+    if count == 1:  # no draw: it would cost a tenth of a short CartPole episode, every task
+        return np.array([seed], dtype=np.int64)
+    more = np.random.SeedSequence([seed, _MEMBER_TAG]).generate_state(count - 1)
+    return np.concatenate([[seed], more.astype(np.int64) & 0x7FFFFFFF])
 
 
 def _key(seed: int, tag: int, generation: int, round_: int) -> list[int]:

@@ -23,28 +23,32 @@ FAILURE_KINDS = ("reward", "observation", "raised")
 
 class EpisodeFailed(Exception):
     """An episode that has no score: `kind` is one of FAILURE_KINDS, `steps` the steps it took
-    (the one that failed included), `detail` what went wrong in a few words. An environment
-    that raised is the __cause__."""
+    (the one that failed included), `detail` what went wrong in a few words, `seed` the reset
+    seed it ran on (what replays it). An environment that raised is the __cause__."""
 
-    def __init__(self, kind: str, steps: int, detail: str):
+    def __init__(self, kind: str, steps: int, detail: str, seed: int | None = None):
         super().__init__(f"{detail} (step {steps})")
-        self.kind, self.steps, self.detail = kind, steps, detail
+        self.kind, self.steps, self.detail, self.seed = kind, steps, detail, seed
 
     @property
     def code(self) -> int:
         return FAILURE_KINDS.index(self.kind) + 1
 
 
-def _failure(error: Exception, steps: int) -> EpisodeFailed:
-    """What `error`, raised during an episode's step `steps` (0: the reset), means."""
+def _failure(error: Exception, steps: int, seed: int) -> EpisodeFailed:
+    """What `error`, raised during step `steps` (0: the reset) of the episode on reset seed
+    `seed`, means."""
     if isinstance(error, EpisodeFailed):
-        return error
-    if isinstance(error, NonFiniteObservation):
+        failed = error
+    elif isinstance(error, NonFiniteObservation):
         # act() reads the observation of the step before: that step returned it
         where = "reset" if steps <= 1 else f"step {steps - 1}"
-        return EpisodeFailed("observation", max(steps - 1, 0), f"{error} (from the {where})")
-    where = "reset" if steps == 0 else "step"
-    return EpisodeFailed("raised", steps, f"{where} raised {type(error).__name__}: {error}")
+        failed = EpisodeFailed("observation", max(steps - 1, 0), f"{error} (from the {where})")
+    else:
+        where = "reset" if steps == 0 else "step"
+        failed = EpisodeFailed("raised", steps, f"{where} raised {type(error).__name__}: {error}")
+    failed.seed = int(seed)
+    return failed
 
 
 def _reward_failure(reward, steps: int) -> EpisodeFailed:
@@ -114,7 +118,7 @@ def run_episode(
             if terminated or truncated:
                 return total, steps
     except Exception as error:
-        raise _failure(error, steps) from error
+        raise _failure(error, steps, seed) from error
     return total, horizon
 
 
@@ -147,7 +151,7 @@ def _ruled_episode(env, actor, theta, seed, horizon, rules: EpisodeRules) -> tup
             if ended or (negative_run > patience and steps > after):
                 return total, steps
     except Exception as error:
-        raise _failure(error, steps) from error
+        raise _failure(error, steps, seed) from error
     return total, horizon
 
 

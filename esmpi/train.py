@@ -256,9 +256,11 @@ class Generation:
     def rechecks(self) -> int:
         return self.rechecked[0].offsets.size if self.rechecked else 0
 
-    def episodes(self, eval_episodes: int) -> int:
-        """Episodes run: the members', the evaluation episodes and the recheck round's."""
-        return self.population.size + eval_episodes + self.rechecks
+    def episodes(self, config: Config) -> int:
+        """Episodes run: the members' (--member-episodes each), the evaluation episodes and the
+        recheck round's (--member-episodes for each candidate's)."""
+        members = self.population.size + self.rechecks
+        return members * config.member_episodes + config.eval_episodes
 
     def failed(self, eval_episodes: int) -> np.ndarray:
         """The failed episodes by kind (FAILURE_KINDS order), every round's."""
@@ -298,9 +300,8 @@ def play(
     horizon: int,
 ) -> EpisodeFailed | None:
     """One episode of `theta`, at most `horizon` steps, into the j-th member's columns of `row`,
-    its observations summed in actor.obs_sums. A failed episode has return NaN (strategies rank
+    its observations added to actor.obs_sums. A failed episode has return NaN (strategies rank
     it worst) and its failure code, and has the environment made again if it raised."""
-    actor.obs_sums[:] = 0.0
     size = environment.behaviour_size
     behaviour = row[FIXED_COLUMNS + j * size : FIXED_COLUMNS + (j + 1) * size]
     try:
@@ -318,6 +319,37 @@ def play(
     if failed.kind == "raised":  # outside the except block: its own error, if any, stands alone
         environment.remake()
     return failed
+
+
+def play_member(
+    environment: envs.RankEnvironment,
+    actor: Actor,
+    theta: np.ndarray,
+    seeds: np.ndarray,
+    rules: EpisodeRules,
+    row: np.ndarray,
+    j: int,
+    horizon: int,
+) -> EpisodeFailed | None:
+    """A member's episodes, one on each of `seeds` (--member-episodes), into the j-th member's
+    columns of `row`: the mean of their returns and of their BCs, the steps of them all, their
+    observations summed in actor.obs_sums. The first episode that fails ends the member, which
+    fails as that episode did, with the steps of all the episodes it played."""
+    actor.obs_sums[:] = 0.0
+    size = environment.behaviour_size
+    behaviour = row[FIXED_COLUMNS + j * size : FIXED_COLUMNS + (j + 1) * size]
+    total, steps, behaviours = 0.0, 0.0, np.zeros(size)
+    for seed in seeds:
+        failed = play(environment, actor, theta, seed, rules, row, j, horizon)
+        steps += row[LENGTH + j]
+        if failed:
+            row[LENGTH + j] = steps
+            return failed
+        total += row[RETURN + j]
+        behaviours += behaviour
+    row[RETURN + j], row[LENGTH + j] = total / seeds.size, steps
+    behaviour[:] = behaviours / seeds.size
+    return None
 
 
 def described(environment: envs.RankEnvironment) -> np.ndarray:
@@ -374,12 +406,14 @@ def failure_counts(table_rows: np.ndarray, all_tasks: int) -> np.ndarray:
 
 def failures_message(run: Run, generation: Generation, seen: dict, path: str) -> str:
     """The sentence that stops a run for failed episodes: how many, of what kind, the first one
-    (its member and episode seed, and what the environment did) and the command replaying it."""
+    (its member and episode seed, and what the environment did) and the command replaying it.
+    `seen` maps each failed member's (task, sign index), on every rank, to (what went wrong, the
+    reset seed of the episode that failed)."""
     population, tasks, n_eval = generation.population, generation.tasks, run.config.eval_episodes
     counts = generation.failed(n_eval)
     kinds = counted_kinds(counts)
     task, j = min(seen)
-    seed = int(generation.seeds[task])
+    detail, seed = seen[task, j]  # the seed of the episode that failed, of the member's several
     folder = os.path.dirname(path) or "."
     if task >= tasks + n_eval:
         member, replay = "an elite candidate evaluated again", ""
@@ -392,10 +426,10 @@ def failures_message(run: Run, generation: Generation, seen: dict, path: str) ->
             member += f" of parent {population.base_of[task]}"
         replay = f" --member {offset} --sign {sign}"
     return (
-        f"{counts.sum()} of {generation.episodes(n_eval)} episodes of generation "
+        f"{counts.sum()} of {generation.episodes(run.config)} episodes of generation "
         f"{run.generation + 1} "
         f"failed ({kinds}), more than --max-failed-share {run.config.max_failed_share:g}; the "
-        f"first, {member} on episode seed {seed} in {run.config.env}: {seen[task, j]}. The "
+        f"first, {member} on episode seed {seed} in {run.config.env}: {detail}. The "
         f"checkpoint {path} holds generation {run.generation}, before it; `esmpi eval {folder}"
         f"{replay} --episode-seed {seed}` replays that episode, and `--resume {folder} "
         f"--max-failed-share S` continues with a higher share (exit code {EXIT_EPISODES_FAILED})"
@@ -463,7 +497,7 @@ def advance(
     row = np.zeros((), dtype=checkpoint.HISTORY_DTYPE)
     row["generation"] = run.generation
     row["timesteps"] = run.timesteps + steps
-    row["episodes"] = run.episodes + generation.episodes(config.eval_episodes)
+    row["episodes"] = run.episodes + generation.episodes(config)
     row["members"] = population.size
     statistics = population_statistics(returns)
     row["return_mean"], row["return_std"], row["return_min"], row["return_max"] = statistics
@@ -475,14 +509,16 @@ def advance(
     for kind, count in zip(FAILURE_KINDS, generation.failed(config.eval_episodes), strict=True):
         row[f"failed_{kind}"] = count
     if config.episode_cap:
-        row["next_episode_cap"] = next_episode_cap(run, lengths, horizon)
+        mean_lengths = lengths / config.member_episodes
+        row["next_episode_cap"] = next_episode_cap(run, mean_lengths, horizon)
     run.history.append(row)
 
 
 def next_episode_cap(run: Run, lengths: np.ndarray, horizon: int) -> int:
-    """The adaptive cap after a generation whose population episodes had `lengths`: raised by
-    --cap-raise (by one step at least) when at least --cap-share of them reached it (Salimans et
-    al.'s starter code), never above `horizon`."""
+    """The adaptive cap after a generation whose members' episodes lasted `lengths` steps on
+    average: raised by --cap-raise (by one step at least) when at least --cap-share of them
+    reached it (Salimans et al.'s starter code; with --member-episodes a member reaches it when
+    all its episodes do), never above `horizon`."""
     cap, config = run.episode_cap(horizon), run.config
     if (lengths >= cap).mean() < config.cap_share:
         return cap
@@ -743,9 +779,10 @@ class Trainer:
                 continue
             eps = self.table[offsets[task] : offsets[task] + n_params]
             base = population.base(task, theta)
+            member_seeds = noise.member_episode_seeds(seeds[task], config.member_episodes)
             for j, sign in enumerate(population.signs):
                 perturbed(base, eps, scales[sign], member)
-                failed = play(environment, actor, member, seeds[task], rules, row, j, cap)
+                failed = play_member(environment, actor, member, member_seeds, rules, row, j, cap)
                 if failed:
                     failures[task, j] = failed
                 elif n_obs_columns:  # a failed member's observations never enter the statistics
@@ -798,7 +835,7 @@ class Trainer:
         population, table_rows = generation.population, generation.rows
         all_tasks = population.offsets.size + run.config.eval_episodes
         failed = int(generation.failed(run.config.eval_episodes).sum())
-        if failed > run.config.max_failed_share * generation.episodes(run.config.eval_episodes):
+        if failed > run.config.max_failed_share * generation.episodes(run.config):
             self.stop_for_failures(generation)
         horizon = self.environment.horizon
         advance(
@@ -857,7 +894,9 @@ class Trainer:
         failed first, how, and how to replay it; every rank raises EpisodesFailed."""
         run, comm = self.run, self.comm
         failures = generation.failures
-        seen = parallel.merged(comm, {key: str(failed) for key, failed in failures.items()})
+        seen = parallel.merged(
+            comm, {key: (str(failed), failed.seed) for key, failed in failures.items()}
+        )
         # The message names the checkpoint to replay from: a new run failing in its first
         # generation has none on disk yet, so its generation 0 is written too.
         unsaved = run.generation > self.saved or not os.path.exists(self.path)

@@ -108,6 +108,7 @@ def test_help_documents_every_option_with_its_default(capsys):
         ({"env_kwargs": "{nope"}, "--env-kwargs is not valid JSON"),
         ({"colour": "red"}, "Unknown option(s) colour"),
         ({"popsize": "many"}, "--popsize takes a whole number"),
+        ({"member_episodes": 0}, "--member-episodes must be at least 1; got 0"),
     ],
 )
 def test_invalid_settings_are_one_clear_sentence(values, message):

@@ -3,6 +3,7 @@ final evaluation at the end of a run, on seeds no training episode used, under r
 ranks; `esmpi eval --episode-seed` reproduces each final episode."""
 
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -12,6 +13,7 @@ from conftest import SMALL_TABLE, checked, esmpi, read_theta
 from esmpi import noise
 from esmpi import train as training
 from esmpi.config import Config
+from esmpi.evaluate import evaluate
 from esmpi.strategies.base import MIRRORED, Population
 
 pytestmark = pytest.mark.mpi
@@ -58,6 +60,41 @@ def test_eval_episodes_are_averaged_choose_the_best_and_do_not_depend_on_ranks(r
     assert one["best"]["eval_return"] == history["eval_return"][best]
     assert one["best"]["generation"] == best + 1
     assert "final" not in one
+
+
+def test_each_member_scores_the_mean_of_its_episodes_on_any_ranks_and_resumes_exactly(runs):
+    """--member-episodes 2: generation 2's members, replayed one episode at a time from the
+    checkpoint of generation 1 on the seeds noise.member_episode_seeds gives, score what the
+    run's history says as the means of their two episodes; 2 ranks resumed and 3 ranks straight
+    through give the same bits, and every member's episodes are counted."""
+    several = ("--member-episodes", "2", "--final-episodes", "0")
+    train(runs, "after", "--generations", "1", *several)
+    shutil.copytree(runs / "after", runs / "before")
+    train(runs, "after", "--generations", "2", *several, "--resume", str(runs / "after"))
+    train(runs, "three", "--generations", "2", *several, ranks=3)
+    assert np.array_equal(
+        read_theta(runs / "after" / "checkpoint.h5"), read_theta(runs / "three" / "checkpoint.h5")
+    )
+    before = str(runs / "before" / "checkpoint.h5")
+    pairs, n_params = 4, read_theta(before).size
+    offsets = noise.noise_offsets(3, 1, pairs, n_params, int(SMALL_TABLE[1]))
+    seeds = noise.episode_seeds(3, 1, pairs + 1)
+    means = np.empty((pairs, 2))
+    for pair, offset in enumerate(offsets):
+        episode_seeds = noise.member_episode_seeds(seeds[pair], 2)
+        assert episode_seeds[0] == seeds[pair] and episode_seeds[1] != seeds[pair]
+        for j, sign in enumerate((1, -1)):
+            returns = [
+                evaluate(before, 1, member=(int(offset), sign), episode_seed=int(s)).returns[0]
+                for s in episode_seeds
+            ]
+            assert returns[0] != returns[1]  # two different episodes
+            means[pair, j] = (returns[0] + returns[1]) / 2
+    history = stored(runs / "after")["history"]
+    assert history["return_max"][1] == means.max() and history["return_min"][1] == means.min()
+    assert history["return_mean"][1] == pytest.approx(means.mean(), rel=1e-12)
+    assert np.diff(history["episodes"], prepend=0).tolist() == [8 * 2 + 1] * 2
+    assert np.diff(history["timesteps"], prepend=0).tolist() == [(8 * 2 + 1) * 60] * 2
 
 
 def test_the_final_evaluation_is_stored_printed_inspected_and_replayable(runs):

@@ -177,6 +177,32 @@ def test_too_many_failures_stop_the_run_with_a_sentence_and_a_replayable_checkpo
     assert read(runs / "stopped")["history"]["failed_raised"].tolist() == counts
 
 
+def test_a_member_fails_with_the_episode_that_failed_of_its_several(runs):
+    """With --member-episodes 2 a member ends at its first failed episode, here the second of
+    its two in generation 1 (seed 2): the sentence counts every member's episodes, names the seed
+    of the episode that failed (not the member's first) and replays it."""
+    tasks = POPSIZE // 2
+    seeds = noise.episode_seeds(SEED, 0, tasks + 1)
+    episodes = {task: noise.member_episode_seeds(seeds[task], 2) for task in range(tasks)}
+    failing = [task for task in range(tasks) if any(map(faulty, episodes[task]))]
+    first = failing[0]
+    failed_seed = next(seed for seed in episodes[first] if faulty(seed))
+    assert failed_seed != seeds[first]  # the case this test is for
+    result = train(
+        runs, "RaisingStepPendulum", "several", "--member-episodes", "2", "--max-failed-share", "0"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == EXIT_EPISODES_FAILED, output
+    sentence = next(line for line in output.splitlines() if "more than --max-failed-share" in line)
+    failed = 2 * len(failing) + int(faulty(seeds[tasks]))
+    assert f"{failed} of {2 * POPSIZE + 1} episodes of generation 1 failed" in sentence, sentence
+    assert f"on episode seed {failed_seed} in" in sentence, sentence
+    replayed = esmpi("eval", *sentence.split("`esmpi eval ")[1].split("`")[0].split())
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert "RuntimeError: the simulator went unstable" in replayed.stderr
+    assert f"(step {FAULT_STEP})" in replayed.stderr
+
+
 def test_an_environment_failing_every_episode_stops_at_the_first_generation(runs):
     result = train(runs, "BrokenPendulum", "broken")
     output = result.stdout + result.stderr

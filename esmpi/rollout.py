@@ -26,9 +26,10 @@ class EpisodeFailed(Exception):
     (the one that failed included), `detail` what went wrong in a few words, `seed` the reset
     seed it ran on (what replays it). An environment that raised is the __cause__."""
 
-    def __init__(self, kind: str, steps: int, detail: str, seed: int | None = None):
+    def __init__(self, kind: str, steps: int, detail: str):
         super().__init__(f"{detail} (step {steps})")
-        self.kind, self.steps, self.detail, self.seed = kind, steps, detail, seed
+        self.kind, self.steps, self.detail = kind, steps, detail
+        self.seed: int | None = None  # set where the episode ended, run_episode
 
     @property
     def code(self) -> int:

@@ -5,8 +5,9 @@ A preset is picked by the environment id (an exact id first, then the first matc
 for the environment; the TOML file and the command line override any of them. Resolution order:
 dataclass defaults < the strategy's defaults < preset < TOML file < command line. A preset's
 search hyperparameters (SEARCH_SETTINGS) apply to the strategies it was measured with
-(`Preset.strategies`, OpenAI-ES where it names none); the other strategies keep their own
-defaults for them, and where the preset names its strategies, for every setting of it. The
+(`Preset.strategies`; where it names none, the strategy it sets, OpenAI-ES where it sets none);
+the other strategies keep their own defaults for them, and where the preset names its
+strategies, for every setting of it. The
 checkpoint stores the fully resolved config, so a resumed run does not depend on this table.
 
 Old ids of an environment map to today's with a printed note (`ALIASES`).
@@ -21,9 +22,12 @@ from typing import Any
 from esmpi import strategies
 from esmpi.config import Config, from_mapping, option_arguments
 
-# Preset values that tune the search: a strategy the preset was not measured with keeps its own
-# defaults for them.
-SEARCH_SETTINGS = ("popsize", "sigma", "lr", "optimizer")
+# Preset values that tune the search: the strategy, its population and noise, and any strategy's
+# own options (lr, optimizer, top_directions, ...). A strategy the preset was not measured with
+# keeps its own defaults for them.
+SEARCH_SETTINGS = frozenset(
+    {"strategy", "popsize", "sigma"}.union(*(s.OPTIONS for s in strategies.REGISTRY.values()))
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,9 @@ class Preset:
     note: str = ""  # why, in one line; `esmpi envs` shows it
     evidence: str = ""  # the measured runs behind it and where they are kept
     # Where given, the strategies the preset was measured with and applies to; the others keep
-    # their own defaults for every setting of it. Where not, it was measured with OpenAI-ES and
-    # every strategy gets all of it but its SEARCH_SETTINGS (how actions reach the environment,
-    # how its episodes run and are scored).
+    # their own defaults for every setting of it. Where not, it was measured with the strategy it
+    # sets (OpenAI-ES where it sets none), and every strategy gets all of it but its
+    # SEARCH_SETTINGS (how actions reach the environment, how its episodes run and are scored).
     strategies: tuple[str, ...] = ()
 
 
@@ -269,7 +273,13 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     strategies.check_options(name, values)
     base = {}
     if preset is not None:
-        withheld = [option for option in preset.values if not _reaches(preset, option, name)]
+        withheld = [
+            option
+            for option in preset.values
+            if option not in values
+            and option not in strategies.own_options(name)
+            and not _reaches(preset, option, name)
+        ]
         if withheld:
             kept = "defaults" if preset.strategies else ", ".join(withheld)
             notes.append(
@@ -292,8 +302,8 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
 
 
 def _measured_with(preset: Preset) -> tuple[str, ...]:
-    """The strategies the preset was measured with: those it names, else the default one."""
-    return preset.strategies or (_strategy_of(None),)
+    """The strategies the preset was measured with: those it names, else the one it sets."""
+    return preset.strategies or (_strategy_of(preset),)
 
 
 def _for_every_strategy(preset: Preset) -> dict[str, Any]:

@@ -509,18 +509,18 @@ def advance(
     for kind, count in zip(FAILURE_KINDS, generation.failed(config.eval_episodes), strict=True):
         row[f"failed_{kind}"] = count
     if config.episode_cap:
-        mean_lengths = lengths / config.member_episodes
-        row["next_episode_cap"] = next_episode_cap(run, mean_lengths, horizon)
+        row["next_episode_cap"] = next_episode_cap(run, lengths, horizon)
     run.history.append(row)
 
 
 def next_episode_cap(run: Run, lengths: np.ndarray, horizon: int) -> int:
-    """The adaptive cap after a generation whose members' episodes lasted `lengths` steps on
-    average: raised by --cap-raise (by one step at least) when at least --cap-share of them
-    reached it (Salimans et al.'s starter code; with --member-episodes a member reaches it when
-    all its episodes do), never above `horizon`."""
+    """The adaptive cap after a generation whose members' episodes took `lengths` steps (each
+    member's, over its --member-episodes episodes): raised by --cap-raise (by one step at least)
+    when at least --cap-share of the members reached it (Salimans et al.'s starter code; a member
+    of several episodes reaches it when all of them do: their mean length is the cap), never
+    above `horizon`."""
     cap, config = run.episode_cap(horizon), run.config
-    if (lengths >= cap).mean() < config.cap_share:
+    if (lengths / config.member_episodes >= cap).mean() < config.cap_share:
         return cap
     return min(max(cap + 1, int(config.cap_raise * cap)), horizon)
 

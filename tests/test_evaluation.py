@@ -183,6 +183,29 @@ def test_the_adaptive_episode_cap_grows_when_episodes_reach_it_and_resumes_exact
         assert stored(runs / name)["history"]["next_episode_cap"].tolist() == [20, 40, 60, 60, 60]
 
 
+def test_a_member_of_several_episodes_reaches_the_cap_when_all_of_them_do():
+    def next_cap(summed_lengths):
+        values = dict(episode_cap=10, cap_share=0.5, cap_raise=2.0, member_episodes=2)
+        run = training.Run(Config(**values), None, None, None, (0.0, 0, None, None), [])
+        return training.next_episode_cap(run, np.array(summed_lengths, dtype=float), 60)
+
+    assert next_cap([[20, 20], [20, 14]]) == 20  # 3 of 4 members at the cap: raised
+    assert next_cap([[20, 14], [15, 14]]) == 10  # 1 of 4 (each sum above 10, no mean at it)
+
+
+def test_the_adaptive_cap_counts_a_member_at_it_when_all_its_episodes_reach_it(runs):
+    """Pendulum's episodes all reach the cap, so with --member-episodes 2 each member's mean
+    length is the cap and it doubles as with one episode, while each member plays two capped
+    episodes a generation."""
+    cap = ("--episode-cap", "10", "--cap-share", "0.5", "--cap-raise", "2")
+    train(runs, "capped", "--generations", "3", *cap, "--member-episodes", "2")
+    history = stored(runs / "capped")["history"]
+    assert history["next_episode_cap"].tolist() == [20, 40, 60]
+    assert np.diff(history["timesteps"], prepend=0).tolist() == [
+        8 * 2 * c + 60 for c in (10, 20, 40)
+    ]
+
+
 def test_a_growing_population_adds_rounds_of_popsize_until_its_steps_or_its_most_members():
     def added(lengths, **values):
         config = Config(**{"popsize": 8, "population_steps": 1000, **values})

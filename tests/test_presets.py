@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_TABLE, checked, esmpi
-from esmpi import checkpoint, envs, kernels, presets, reference, strategies
+from esmpi import checkpoint, envs, kernels, presets, reference
 from esmpi.config import Config, UsageError, from_mapping, from_toml, option_arguments
 from esmpi.policies import PolicySpec, actor_for, initial_theta, spec_for_spaces
 from esmpi.rollout import PROGRESS_TERM, EpisodeRules, run_episode
@@ -233,7 +233,8 @@ def test_ant_burn_in_and_distance_fitness():
     config, stepped, spec, _ = _prepared({"env": "AntBulletEnv-v0"})
     rules = EpisodeRules.from_config(config)
     recorder = Recorder(stepped)
-    theta = initial_theta(spec, 0) * 30
+    # The preset's linear policy starts at zero: random weights make the ant move.
+    theta = np.random.default_rng(0).standard_normal(spec.n_params).astype(np.float32)
     total, steps = run_episode(recorder, actor_for(spec), theta, 5, 300, rules)
     actions = np.array(recorder.actions)
     assert steps == len(actions) > 40  # the resting ant's 'terminated' is ignored
@@ -259,7 +260,7 @@ def test_ant_burn_in_and_distance_fitness():
     "env_id, steps, given",
     [
         ("CarRacing-v3", 60, {"action_map": "tanh,sigmoid,clip"}),
-        ("AntBulletEnv-v0", 250, {}),
+        ("AntBulletEnv-v0", 250, {"top_directions": 1}),
         ("HopperBulletEnv-v0", 200, {}),
         ("ALE/Pong-v5", 60, {}),
     ],
@@ -359,16 +360,18 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
 
 
 def test_the_environments_settings_of_a_preset_reach_every_strategy():
-    """AntBulletEnv-v0's preset was measured with openai-es and names no strategies: its search
-    settings stay with openai-es, while how the ant's episodes run and are scored (burn-in,
-    distance fitness, early stop, tanh actions) is the environment's and reaches ARS too, which
-    keeps its own search settings and policy."""
+    """AntBulletEnv-v0's preset sets ARS and names no strategies: its search settings stay with
+    ARS, while how the ant's episodes run and are scored (burn-in, distance fitness, early stop,
+    tanh actions) is the environment's and reaches openai-es too, which keeps its own search
+    settings and policy."""
     config, notes = presets.resolve({"env": "AntBulletEnv-v0"})
-    assert (config.strategy, config.sigma, config.lr) == ("openai-es", 0.02, 0.01)
+    assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 60)
+    assert (config.top_directions, config.sigma, config.lr) == (10, 0.025, 0.02)
     assert (config.burn_in, config.fitness, config.ignore_terminated) == (40, "progress", True)
-    assert len(notes) == 1 and "sets --sigma 0.02 --lr 0.01 --action-map tanh" in notes[0]
-    config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "ars"})
-    own = from_mapping(strategies.get("ars").DEFAULTS)
+    assert len(notes) == 1 and "sets --strategy ars --popsize 60 --top-directions 10" in notes[0]
+    assert presets.default_strategy("AntBulletEnv-v0") == "ars"
+    config, notes = presets.resolve({"env": "AntBulletEnv-v0", "strategy": "openai-es"})
+    own = Config()
     assert (config.policy, config.popsize, config.top_directions, config.sigma, config.lr) == (
         own.policy,
         own.popsize,
@@ -376,12 +379,12 @@ def test_the_environments_settings_of_a_preset_reach_every_strategy():
         own.sigma,
         own.lr,
     )
-    assert (config.sigma, config.lr) != (0.02, 0.01)
     assert (config.action_map, config.burn_in, config.fitness) == ("tanh", 40, "progress")
     assert (config.early_stop, config.early_stop_after, config.ignore_terminated) == (30, 200, True)
-    assert "measured with openai-es only; ars keeps its own sigma, lr there" in notes[0]
+    assert "measured with ars only; openai-es keeps its own popsize, lr, sigma there" in notes[0]
     assert "sets --action-map tanh --burn-in 40 --fitness progress" in notes[1]
-    assert "--sigma" not in notes[1]
+    assert "--sigma" not in notes[1] and "--top-directions" not in notes[1]
     shown = presets.table()
     assert "all   --action-map tanh --burn-in 40" in shown
+    assert "(any strategy; the rest ars only)" in shown  # AntBulletEnv-v0
     assert "all   --action-map tanh (any strategy; the rest openai-es only)" in shown  # *Bullet

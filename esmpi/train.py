@@ -269,6 +269,14 @@ class Generation:
             counts += failure_counts(self.rechecked[1], self.rechecks)
         return counts
 
+    def lost_episodes(self, config: Config) -> int:
+        """Episodes whose returns the generation cannot use: each failed evaluation episode and
+        every one of a failed member's --member-episodes (it ends at its first failed episode,
+        the rest unplayed), so that --max-failed-share means the same share whatever that is."""
+        failed = int(self.failed(config.eval_episodes).sum())
+        evaluations = int(failure_counts(self.rows[self.tasks :], config.eval_episodes).sum())
+        return (failed - evaluations) * config.member_episodes + evaluations
+
 
 def tasks_to_add(config: Config, generation: Generation, first_round: int) -> int:
     """How many tasks a growing population adds next: those of `first_round` (the strategy's
@@ -425,10 +433,14 @@ def failures_message(run: Run, generation: Generation, seen: dict, path: str) ->
         if population.base_of is not None:
             member += f" of parent {population.base_of[task]}"
         replay = f" --member {offset} --sign {sign}"
+    lost, failed = generation.lost_episodes(run.config), f"failed ({kinds})"
+    if lost != counts.sum():  # --member-episodes: a failed member's other episodes count too
+        failed = (
+            f"failed or went unplayed after their member's failure ({counts.sum()} failed: {kinds})"
+        )
     return (
-        f"{counts.sum()} of {generation.episodes(run.config)} episodes of generation "
-        f"{run.generation + 1} "
-        f"failed ({kinds}), more than --max-failed-share {run.config.max_failed_share:g}; the "
+        f"{lost} of {generation.episodes(run.config)} episodes of generation {run.generation + 1} "
+        f"{failed}, more than --max-failed-share {run.config.max_failed_share:g}; the "
         f"first, {member} on episode seed {seed} in {run.config.env}: {detail}. The "
         f"checkpoint {path} holds generation {run.generation}, before it; `esmpi eval {folder}"
         f"{replay} --episode-seed {seed}` replays that episode, and `--resume {folder} "
@@ -834,8 +846,8 @@ class Trainer:
         seconds = time.perf_counter() - started
         population, table_rows = generation.population, generation.rows
         all_tasks = population.offsets.size + run.config.eval_episodes
-        failed = int(generation.failed(run.config.eval_episodes).sum())
-        if failed > run.config.max_failed_share * generation.episodes(run.config):
+        allowed = run.config.max_failed_share * generation.episodes(run.config)
+        if generation.lost_episodes(run.config) > allowed:
             self.stop_for_failures(generation)
         horizon = self.environment.horizon
         advance(

@@ -195,12 +195,38 @@ def test_a_member_fails_with_the_episode_that_failed_of_its_several(runs):
     assert result.returncode == EXIT_EPISODES_FAILED, output
     sentence = next(line for line in output.splitlines() if "more than --max-failed-share" in line)
     failed = 2 * len(failing) + int(faulty(seeds[tasks]))
-    assert f"{failed} of {2 * POPSIZE + 1} episodes of generation 1 failed" in sentence, sentence
+    lost = 2 * failed - int(faulty(seeds[tasks]))  # a failed member's 2 episodes, 1 evaluation
+    assert (
+        f"{lost} of {2 * POPSIZE + 1} episodes of generation 1 failed or went unplayed after "
+        f"their member's failure ({failed} failed: {failed} raised)"
+    ) in sentence, sentence
     assert f"on episode seed {failed_seed} in" in sentence, sentence
     replayed = esmpi("eval", *sentence.split("`esmpi eval ")[1].split("`")[0].split())
     assert replayed.returncode == 1, replayed.stdout + replayed.stderr
     assert "RuntimeError: the simulator went unstable" in replayed.stderr
     assert f"(step {FAULT_STEP})" in replayed.stderr
+
+
+def test_the_failed_share_counts_a_failed_members_episodes_whatever_their_number(runs):
+    """With --member-episodes 4 about a third of the members fail (one of their four seeds is
+    faulty): failed members, not failed episodes played, set the share, so the default 0.25 stops
+    the run at the first generation where more than a quarter of the episodes are lost, which
+    counting one failure a member against four episodes a member would never reach."""
+    tasks, shares = POPSIZE // 2, []
+    for generation in range(GENERATIONS):
+        seeds = noise.episode_seeds(SEED, generation, tasks + 1)
+        members = [noise.member_episode_seeds(seed, 4) for seed in seeds[:tasks]]
+        failed = 2 * sum(any(map(faulty, episodes)) for episodes in members)
+        shares.append((4 * failed + int(faulty(seeds[tasks])), failed))
+    planned = 4 * POPSIZE + 1
+    stop = next(g for g, (lost, _) in enumerate(shares) if lost > 0.25 * planned)
+    assert all(failed <= 0.25 * planned for _, failed in shares[: stop + 1])  # the former rule
+    result = train(runs, "RaisingStepPendulum", "four", "--member-episodes", "4")
+    output = result.stdout + result.stderr
+    assert result.returncode == EXIT_EPISODES_FAILED, output
+    lost = shares[stop][0]
+    assert f"{lost} of {planned} episodes of generation {stop + 1} failed or went" in output, output
+    assert len(read(runs / "four")["history"]) == stop
 
 
 def test_an_environment_failing_every_episode_stops_at_the_first_generation(runs):

@@ -216,8 +216,8 @@ def test_the_failed_share_counts_a_failed_members_episodes_whatever_their_number
     for generation in range(GENERATIONS):
         seeds = noise.episode_seeds(SEED, generation, tasks + 1)
         members = [noise.member_episode_seeds(seed, 4) for seed in seeds[:tasks]]
-        failed = 2 * sum(any(map(faulty, episodes)) for episodes in members)
-        shares.append((4 * failed + int(faulty(seeds[tasks])), failed))
+        failed, evaluation = 2 * sum(any(map(faulty, e)) for e in members), faulty(seeds[tasks])
+        shares.append((4 * failed + evaluation, failed + evaluation))
     planned = 4 * POPSIZE + 1
     stop = next(g for g, (lost, _) in enumerate(shares) if lost > 0.25 * planned)
     assert all(failed <= 0.25 * planned for _, failed in shares[: stop + 1])  # the former rule

@@ -273,9 +273,8 @@ class Generation:
         """Episodes whose returns the generation cannot use: each failed evaluation episode and
         every one of a failed member's --member-episodes (it ends at its first failed episode,
         the rest unplayed), so that --max-failed-share means the same share whatever that is."""
-        failed = int(self.failed(config.eval_episodes).sum())
-        evaluations = int(failure_counts(self.rows[self.tasks :], config.eval_episodes).sum())
-        return (failed - evaluations) * config.member_episodes + evaluations
+        members = int(self.failed(0).sum())  # the members' rounds alone
+        return int(self.failed(config.eval_episodes).sum()) + members * (config.member_episodes - 1)
 
 
 def tasks_to_add(config: Config, generation: Generation, first_round: int) -> int:

@@ -341,7 +341,7 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     config, notes = presets.resolve({"env": "Hopper-v5", "total_steps": 1000})
     assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 16)
     assert (config.top_directions, config.lr, config.sigma) == (4, 0.01, 0.025)
-    assert config.reward_shift == 1.0 and "sets --strategy ars" in notes[0]
+    assert config.reward_shift == 0.75 and "sets --strategy ars" in notes[0]
     assert presets.default_strategy("Hopper-v5") == "ars"
     assert presets.default_strategy("Walker2d-v5") == "pgpe"
     assert presets.default_strategy("Swimmer-v5") == "openai-es"

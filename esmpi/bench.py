@@ -327,11 +327,14 @@ def rates_alone(comm, loops: BareLoops, seconds: float) -> dict:
 
 
 def probe_config(env_id: str, popsize: int, cap: int, folder: str, name: str) -> Config:
-    """The config `esmpi train --env env_id --popsize popsize --max-steps cap` resolves to, run in
-    `folder`/`name` until the bench stops calling generations."""
+    """The config `esmpi train --env env_id --popsize popsize --max-steps cap --episode-cap 0`
+    resolves to, run in `folder`/`name` until the bench stops calling generations. Whole
+    episodes, as the bare loops play them: an adaptive cap (HalfCheetah-v5's preset) would make
+    training's episodes shorter than theirs, and the comparison one of resets."""
     from esmpi import presets
 
-    values = {"env": env_id, "popsize": popsize, "max_steps": cap, "generations": 1 << 40}
+    values = {"env": env_id, "popsize": popsize, "max_steps": cap, "episode_cap": 0}
+    values["generations"] = 1 << 40
     config, _ = presets.resolve({**values, "folder": folder, "run_name": name})
     return config
 
@@ -453,7 +456,7 @@ def train_run(
     command = parallel.mpiexec_command(ranks, ["train", "--env", env_id, "--popsize", str(popsize)])
     command += ["--generations", str(generations), *options]
     command += ["--print-every", str(generations), "--folder", folder, "--run-name", name]
-    command += ["--max-steps", str(cap)]
+    command += ["--max-steps", str(cap), "--episode-cap", "0"]  # whole episodes (probe_config)
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     total = time.perf_counter() - started

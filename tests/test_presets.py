@@ -328,9 +328,11 @@ def test_two_generation_smoke_run_on_two_ranks(runs, env_id, steps, given):
 def test_a_preset_measured_with_one_strategy_leaves_the_others_their_defaults():
     tuned, notes = presets.resolve({"env": "HalfCheetah-v5"})
     assert (tuned.sigma, tuned.lr, tuned.action_map) == (0.02, 0.01, "tanh")
+    assert (tuned.episode_cap, tuned.cap_raise) == (125, 1.001)
     assert "preset HalfCheetah-v5 sets --action-map tanh" in notes[0]
     config, notes = presets.resolve({"env": "HalfCheetah-v5", "strategy": "pgpe"})
     assert config.action_map == "clip" and config.lr == 0.075  # pgpe's own lr, not 0.01
+    assert config.episode_cap == 0  # whole episodes: the cap was measured with openai-es alone
     assert "measured with openai-es only; pgpe keeps its own defaults" in notes[0]
     assert "runs  " in presets.table() and "for   --strategy openai-es" in presets.table()
 

@@ -174,13 +174,36 @@ def reset(env, seed: int):
     nothing else with the seed, so the generator they have is set to the state the new one would
     start in (about 5 us) and the environment is reset without a seed. Any other environment
     (PyBullet's and ALE's seed more than this generator), wrapper or seed gets env.reset(seed=seed).
+    Each episode of a Box2D environment that keeps one world for all of them gets a new world.
     """
+    _new_box2d_world(env.unwrapped)
     generator = _generator_reseedable_in_place(env)
     if generator is None or not 0 <= seed < 2**32:
         return env.reset(seed=seed)
     generator.bit_generator.state = pcg64_state(seed)
     env.unwrapped._np_random_seed = seed  # what np_random_seed reports after a seeded reset
     return env.reset()
+
+
+_KEEPING_ONE_BOX2D_WORLD = (
+    "gymnasium.envs.box2d.bipedal_walker",
+    "gymnasium.envs.box2d.car_racing",
+)
+
+
+def _new_box2d_world(env) -> None:
+    """Give Gymnasium's BipedalWalker or CarRacing `env` (unwrapped) a new Box2D world before its
+    reset. They make one world in __init__ and destroy and remake their bodies in it at every
+    reset, but Box2D keeps its allocators' free lists and its broad-phase tree from the bodies
+    of earlier episodes, and they order the contacts it solves: an episode then depends on the
+    episodes its environment ran before, so on the number of ranks and on timing. With a new
+    world (as LunarLander makes itself) it depends on its seed alone."""
+    if not any(kind.__module__ in _KEEPING_ONE_BOX2D_WORLD for kind in type(env).__mro__):
+        return
+    import Box2D
+
+    env._destroy()  # the bodies of the world they belong to, as reset would
+    env.world = Box2D.b2World(gravity=env.world.gravity)  # reset sets its contact listener
 
 
 # Gymnasium's environments whose reset(seed=...) only passes the seed to Env.reset.

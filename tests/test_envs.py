@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from conftest import child_environment
+from conftest import SMALL_TABLE, child_environment, train_on_1_2_3_ranks_and_resume
 from esmpi import envs
 from esmpi.config import Config, UsageError
 from esmpi.policies import actor_for, initial_theta, spec_for_spaces
@@ -65,19 +65,20 @@ def test_unwrapped_stepping_gives_the_same_returns_as_gymnasium(env_id):
     ],
 )
 def test_seeded_reset_is_gymnasiums(env_id, in_place):
-    """envs.reset(env, seed) gives the episode env.reset(seed=seed) gives: the same observations,
-    rewards and ends under the same actions, for several seeds in turn, and the same
-    np_random_seed; Gymnasium's own environments get it without a new generator."""
+    """envs.reset(env, seed) gives the episode env.reset(seed=seed) gives on a new environment
+    after its first reset (as a rank's): the same observations, rewards and ends under the same
+    actions, for several seeds in turn, and the same np_random_seed; Gymnasium's own
+    environments get it without a new generator."""
     from esmpi import presets
 
     config, _ = presets.resolve({"env": env_id})
     _, ours, _ = envs.make_for_rollouts(config, quiet=True)
-    _, theirs, _ = envs.make_for_rollouts(config, quiet=True)
     envs.first_reset(ours, 0)
-    envs.first_reset(theirs, 0)
     actions = ours.action_space
     actions.seed(1)
     for seed in (7, 2**31 - 1, 123456):
+        _, theirs, _ = envs.make_for_rollouts(config, quiet=True)
+        envs.first_reset(theirs, 0)
         generator = ours.unwrapped.np_random
         first, _ = envs.reset(ours, seed)
         assert (ours.unwrapped.np_random is generator) == in_place
@@ -90,6 +91,31 @@ def test_seeded_reset_is_gymnasiums(env_id, in_place):
             assert np.array_equal(step[0], their_step[0]) and step[1:4] == their_step[1:4]
             if step[2] or step[3]:
                 break
+
+
+@pytest.mark.parametrize("env_id", ["BipedalWalker-v3", "LunarLander-v3"])
+def test_an_episode_depends_on_its_seed_alone_not_on_the_episodes_before(env_id):
+    """Gymnasium's BipedalWalker keeps one Box2D world for all its episodes, and what Box2D
+    keeps from the bodies of earlier episodes changes later ones: an episode then depends on
+    which episodes its rank ran before, so on the number of ranks and on timing. envs.reset
+    gives each episode a new world (LunarLander makes one itself)."""
+    config = Config(env=env_id)
+    _, env, horizon = envs.make_for_rollouts(config, quiet=True)
+    spec = spec_for_spaces(env.observation_space, env.action_space, config)
+    theta = initial_theta(spec, seed=1) * 3  # a flailing policy: legs hit the ground often
+    envs.first_reset(env, 0)
+    first = _returns(env, horizon, spec, theta, [7])
+    _returns(env, horizon, spec, theta, [1, 2, 3])
+    assert _returns(env, horizon, spec, theta, [7]) == first
+
+
+@pytest.mark.mpi
+def test_a_box2d_walker_trains_the_same_on_1_2_and_3_ranks_and_resumed(runs):
+    """BipedalWalker-v3 through training: whichever rank ran which episodes before, the same
+    bits (before each episode had a new Box2D world, 1 and 2 ranks parted in the first
+    generation's evaluation)."""
+    train = ["train", "--env", "BipedalWalker-v3", "--popsize", "8", "--max-steps", "200"]
+    train_on_1_2_3_ranks_and_resume([*train, *SMALL_TABLE], runs)
 
 
 def test_env_kwargs_and_max_steps():

@@ -194,10 +194,11 @@ _KEEPING_ONE_BOX2D_WORLD = (
 def _new_box2d_world(env) -> None:
     """Give Gymnasium's BipedalWalker or CarRacing `env` (unwrapped) a new Box2D world before its
     reset. They make one world in __init__ and destroy and remake their bodies in it at every
-    reset, but Box2D keeps its allocators' free lists and its broad-phase tree from the bodies
-    of earlier episodes, and they order the contacts it solves: an episode then depends on the
-    episodes its environment ran before, so on the number of ranks and on timing. With a new
-    world (as LunarLander makes itself) it depends on its seed alone."""
+    reset, and the world keeps something of the earlier episodes' bodies (Box2D's allocators and
+    broad-phase tree, which order the contacts it solves, are the likely part; not pinned down):
+    an episode's returns then depend on the episodes its environment ran before, so on the
+    number of ranks and on timing. With a new world (as LunarLander makes itself at every reset)
+    they depend on its seed alone; a world costs about 2 us."""
     if not any(kind.__module__ in _KEEPING_ONE_BOX2D_WORLD for kind in type(env).__mro__):
         return
     import Box2D

@@ -347,6 +347,7 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     assert presets.default_strategy("Hopper-v5") == "ars"
     assert presets.default_strategy("Walker2d-v5") == "pgpe"
     assert presets.default_strategy("Swimmer-v5") == "openai-es"
+    assert presets.resolve({"env": "Swimmer-v5"})[0].popsize == 16  # openai-es, 4x the updates
     config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
     assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
     assert "measured with ars only" in notes[0]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_TABLE, child_environment, train_on_1_2_3_ranks_and_resume
-from esmpi import envs
+from esmpi import envs, presets
 from esmpi.config import Config, UsageError
 from esmpi.policies import actor_for, initial_theta, spec_for_spaces
-from esmpi.rollout import run_episode
+from esmpi.rollout import EpisodeRules, run_episode
 
 
 def _returns(env, horizon, spec, theta, seeds):
@@ -69,8 +69,6 @@ def test_seeded_reset_is_gymnasiums(env_id, in_place):
     after its first reset (as a rank's): the same observations, rewards and ends under the same
     actions, for several seeds in turn, and the same np_random_seed; Gymnasium's own
     environments get it without a new generator."""
-    from esmpi import presets
-
     config, _ = presets.resolve({"env": env_id})
     _, ours, _ = envs.make_for_rollouts(config, quiet=True)
     envs.first_reset(ours, 0)
@@ -113,9 +111,6 @@ def test_an_episode_depends_on_its_seed_alone_not_on_the_episodes_before(env_id,
     so that kept state of their own is caught the same way: CarRacing (Box2D too), MuJoCo
     through the native step, PyBullet and the Arcade Learning Environment, each with its
     preset's pipeline (frames, actions); max_steps keeps the slow ones short."""
-    from esmpi import presets
-    from esmpi.rollout import EpisodeRules
-
     config, _ = presets.resolve({"env": env_id, "max_steps": max_steps})
     _, env, horizon = envs.make_for_rollouts(config, quiet=True)
     spec = spec_for_spaces(env.observation_space, env.action_space, config)

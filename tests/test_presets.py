@@ -348,6 +348,9 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     assert presets.default_strategy("Walker2d-v5") == "pgpe"
     assert presets.default_strategy("Swimmer-v5") == "openai-es"
     assert presets.resolve({"env": "Swimmer-v5"})[0].popsize == 16  # openai-es, 4x the updates
+    config, _ = presets.resolve({"env": "Pusher-v5"})  # ARS with 4 directions, all kept
+    assert (config.strategy, config.policy) == ("ars", "linear")
+    assert (config.popsize, config.top_directions) == (8, 4)
     config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
     assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
     assert "measured with ars only" in notes[0]

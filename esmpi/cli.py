@@ -169,11 +169,15 @@ def _add_suite_command(commands) -> None:
         help="run a results suite (a TOML list of runs) and make its table and figure",
         description="A results suite is a TOML file of runs: environment, strategies, options, "
         "seeds and step budget (its format: the docstring of esmpi/suite.py, and the README). "
-        "`run` trains what is not finished, here one run after another or as a Slurm array; "
-        "`table` prints the markdown table of final evaluations and draws the learning curves.",
+        "`run` trains what is neither finished nor in the suite's record, here one run after "
+        "another or as a Slurm array; `table` adds the finished runs to the record "
+        "(SUITE.results.jsonl beside the TOML file), prints the markdown table of final "
+        "evaluations and draws the learning curves, both from the record.",
     )
     actions = suite.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = actions.add_parser("run", help="train every unfinished run of the suite")
+    run = actions.add_parser(
+        "run", help="train every run of the suite neither finished nor recorded"
+    )
     run.add_argument("file", help="the suite's TOML file")
     run.add_argument("--threads", type=int, help="ranks per run (default: the file's threads)")
     run.add_argument("--envs", nargs="+", metavar="ID", help="run only these environments' rows")
@@ -184,7 +188,9 @@ def _add_suite_command(commands) -> None:
         help="submit the unfinished runs as a job array of jobs/sweep.sbatch instead; options "
         "after --slurm go to sbatch (e.g. --slurm --time=08:00:00 --partition=cpu)",
     )
-    table = actions.add_parser("table", help="the markdown table (and figure) of the results")
+    table = actions.add_parser(
+        "table", help="record the finished runs; the markdown table (and figure) of the record"
+    )
     table.add_argument("file", help="the suite's TOML file")
     table.add_argument("-o", "--output", help="write the table to this file instead of stdout")
     table.add_argument("--figure", help="learning curves over env steps to this .png/.svg/.pdf")
@@ -203,14 +209,15 @@ def run_suite(args: argparse.Namespace) -> int:
         ran = suite.run_here(loaded, args.threads)
         print(f"esmpi suite: {ran} run(s) trained; `esmpi suite table {args.file}` shows them")
     else:
-        text = suite.markdown_table(loaded)
+        record = suite.update_record(loaded)
+        text = suite.markdown_table(loaded, record)
         if args.output:
             with open(args.output, "w") as handle:
                 handle.write(text + "\n")
         else:
             print(text)
         if args.figure:
-            suite.figure(loaded, args.figure)
+            suite.figure(loaded, record, args.figure)
     return 0
 
 

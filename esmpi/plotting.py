@@ -12,13 +12,14 @@ needs no display and leaves matplotlib's global backend alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from esmpi.config import UsageError
 from esmpi.results import (
     BehaviourRun,
-    RunSummary,
+    LearningCurve,
     behaviour_groups,
     configuration_groups,
     group_label,
@@ -36,7 +37,7 @@ PANELS_PER_ROW = 4  # more environments wrap onto further rows
 FORMATS = (".png", ".svg", ".pdf")
 
 
-def seed_curves(runs: list[RunSummary], x_column: str, y_column: str):
+def seed_curves(runs: Sequence[LearningCurve], x_column: str, y_column: str):
     """(x, y of shape (seeds, points)) on a grid that every seed covers, by linear interpolation.
 
     Generations line up exactly (the grid is 1, 2, ...); steps and seconds differ from seed to
@@ -49,7 +50,7 @@ def seed_curves(runs: list[RunSummary], x_column: str, y_column: str):
     return grid, np.array(values)
 
 
-def learning_curves(summaries: list[RunSummary], x: str = "generation"):
+def learning_curves(summaries: Sequence[LearningCurve], x: str = "generation"):
     """A matplotlib Figure of the runs' learning curves (see the module docstring)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter, MaxNLocator
@@ -84,7 +85,7 @@ def learning_curves(summaries: list[RunSummary], x: str = "generation"):
     return figure
 
 
-def _draw_group(ax, runs: list[RunSummary], label: str, colour: str, x_column: str) -> None:
+def _draw_group(ax, runs: Sequence[LearningCurve], label: str, colour: str, x_column: str) -> None:
     seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
     for y_column, style, wording in CURVES:
         grid, values = seed_curves(runs, x_column, y_column)

@@ -9,7 +9,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -97,12 +99,6 @@ def summarise(path: str) -> RunSummary:
         raise UsageError(f"{attrs['path']} holds no finished generation yet.")
     last = history[-1]
     wall_s = float(last["wall_s"])
-    config = from_toml(state.config_toml)
-    configuration = tuple(
-        (name, _hashable(value))
-        for name, value in sorted(vars(config).items())
-        if name not in _NOT_CONFIGURATION
-    )
     return RunSummary(
         path=attrs["path"],
         run=os.path.basename(os.path.dirname(os.path.abspath(attrs["path"]))),
@@ -124,8 +120,19 @@ def summarise(path: str) -> RunSummary:
         **_final_columns(state),
         esmpi_version=str(attrs["esmpi_version"]),
         versions=attrs["versions"],
-        configuration=configuration,
+        configuration=configuration_of(state.config_toml),
         history=history,
+    )
+
+
+def configuration_of(config_toml: str) -> tuple:
+    """(name, value) of every option of a run's settings that shapes its result but the seed:
+    what makes runs repetitions of one configuration."""
+    config = from_toml(config_toml)
+    return tuple(
+        (name, _hashable(value))
+        for name, value in sorted(vars(config).items())
+        if name not in _NOT_CONFIGURATION
     )
 
 
@@ -275,9 +282,25 @@ def summaries_json(summaries: list[RunSummary], with_history: bool) -> str:
     return json.dumps(found, indent=2)
 
 
-def configuration_groups(summaries: list[RunSummary]) -> dict[tuple, list[RunSummary]]:
+class LearningCurve(Protocol):
+    """What a learning curve is drawn from: a RunSummary, or a suite's record of a run."""
+
+    @property
+    def env_id(self) -> str: ...
+
+    @property
+    def configuration(self) -> tuple: ...
+
+    @property
+    def history(self) -> np.ndarray: ...
+
+
+Curve = TypeVar("Curve", bound=LearningCurve)
+
+
+def configuration_groups(summaries: Sequence[Curve]) -> dict[tuple, list[Curve]]:
     """Runs grouped by environment and configuration (seeds of one setting go together)."""
-    groups: dict[tuple, list[RunSummary]] = {}
+    groups: dict[tuple, list[Curve]] = {}
     for s in summaries:
         groups.setdefault((s.env_id, s.configuration), []).append(s)
     return groups

@@ -19,6 +19,13 @@ Each run is `esmpi train --env E --strategy S --seed K --total-steps N [options]
 its final evaluation) is left alone, so the command can be run again after an interruption. The
 table reports, per row, the final evaluation of `theta` (the mean over its --final-episodes
 episodes, on seeds no training episode used): its mean over seeds and range.
+
+The record, SUITE.results.jsonl beside the TOML file, keeps what the table and the figure need of
+every finished run (its settings, final evaluation, steps, wall time, ranks and a thinned learning
+curve), one JSON line a run. `run` adds each run it trains when it ends, `table` every finished
+run it finds (those of a Slurm array); runs it holds are tabled and drawn without their folders,
+and `run` does not train them again. Kept in version control, it lets a fresh clone make the table
+and the figure again, and a new machine add a row without training the others.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from esmpi import checkpoint, presets
 from esmpi.config import Config, UsageError, from_toml, load_toml, option_arguments, value_text
+from esmpi.results import configuration_of
 
 _ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
 
@@ -152,29 +160,35 @@ def finished(run_folder: str) -> bool:
     return finished_state(run_folder) is not None
 
 
-def check_current(suite: Suite) -> None:
-    """UsageError if a run folder holds a run made with other settings than its row gives today
-    (a preset or a default changed since): its numbers would not be the row's."""
+def check_current(suite: Suite, record: dict[str, RecordedRun] | None = None) -> None:
+    """UsageError if a run folder, or the record's line of a run, holds a run made with other
+    settings than its row gives today (a preset or a default changed since): its numbers would
+    not be the row's."""
     for row, seed, folder in suite.runs():
-        path = os.path.join(folder, checkpoint.FILENAME)
-        if not os.path.exists(path):
-            continue
-        stored = from_toml(checkpoint.load(path).config_toml)
         wanted = row.config(seed, suite.folder)
-        changed = [
-            name
-            for name in sorted(vars(wanted))
-            if name not in _NOT_COMPARED and getattr(stored, name) != getattr(wanted, name)
-        ]
-        if changed:
-            shown = ", ".join(
-                f"{name} {getattr(stored, name)!r} (now {getattr(wanted, name)!r})"
-                for name in changed
-            )
-            raise UsageError(
-                f"{folder} was trained with other settings than its row gives today: {shown}; "
-                "move it away to train it again."
-            )
+        path = os.path.join(folder, checkpoint.FILENAME)
+        stored = []
+        if os.path.exists(path):
+            stored.append((folder, checkpoint.load(path).config_toml, "move it away"))
+        if record and row.run_name(seed) in record:
+            where = f"{row.run_name(seed)} in the record {record_path(suite)}"
+            stored.append((where, record[row.run_name(seed)].config_toml, "delete its line"))
+        for where, config_toml, remedy in stored:
+            trained = from_toml(config_toml)
+            changed = [
+                name
+                for name in sorted(vars(wanted))
+                if name not in _NOT_COMPARED and getattr(trained, name) != getattr(wanted, name)
+            ]
+            if changed:
+                shown = ", ".join(
+                    f"{name} {getattr(trained, name)!r} (now {getattr(wanted, name)!r})"
+                    for name in changed
+                )
+                raise UsageError(
+                    f"{where} was trained with other settings than its row gives today: "
+                    f"{shown}; {remedy} to train it again."
+                )
 
 
 # Settings that do not change what a run computes (RESUMABLE_CHANGES and where it is written).
@@ -182,15 +196,24 @@ _NOT_COMPARED = ("folder", "run_name", "generations", "print_every", "check_ever
 
 
 def run_here(suite: Suite, threads: int | None = None) -> int:
-    """Train every run of `suite` that is not finished, one after another; return how many ran."""
+    """Train every run of `suite` that is neither finished nor in its record, one after another,
+    adding each to the record when it ends; return how many ran."""
     from esmpi.train import EXIT_STOPPED  # here: `esmpi suite table` need not load numba
 
-    check_current(suite)
+    record = read_record(suite)
+    check_current(suite, record)
     threads = threads or suite.threads
     esmpi = [sys.executable, "-m", "esmpi", "train"]
     ran = 0
+    kept = [row.run_name(seed) for row, seed, _ in suite.runs() if row.run_name(seed) in record]
+    if kept:
+        print(
+            f"esmpi suite: {len(kept)} run(s) are in {record_path(suite)} and are not trained "
+            "again (delete their lines to train them)",
+            flush=True,
+        )
     for row, seed, folder in suite.runs():
-        if finished(folder):
+        if row.run_name(seed) in record or finished(folder):
             continue
         arguments = [*row.train_arguments(seed, suite.folder), "--resume", "auto"]
         print(f"esmpi suite: {row.run_name(seed)}", flush=True)
@@ -206,25 +229,28 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
                 "above says why. Run the suite again to continue."
             )
         ran += 1
+        update_record(suite)  # each finished run is kept at once, not at the next `table`
     return ran
 
 
 def task_list(suite: Suite) -> list[str]:
-    """One line of `esmpi train` options per unfinished run, for jobs/sweep.sbatch --list."""
+    """One line of `esmpi train` options per run neither finished nor recorded, for
+    jobs/sweep.sbatch --list."""
+    record = read_record(suite)
     return [
         " ".join(row.train_arguments(seed, suite.folder))
         for row, seed, folder in suite.runs()
-        if not finished(folder)
+        if row.run_name(seed) not in record and not finished(folder)
     ]
 
 
 def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
     """Submit the unfinished runs as one Slurm array of jobs/sweep.sbatch tasks; return sbatch's
     output (the job id)."""
-    check_current(suite)
+    check_current(suite, read_record(suite))
     lines = task_list(suite)
     if not lines:
-        return "nothing to submit: every run of the suite is finished"
+        return "nothing to submit: every run of the suite is finished or recorded"
     if any(" " in argument for line in lines for argument in shlex.split(line)):
         raise UsageError("Slurm task lists are split at spaces: keep spaces out of options.")
     os.makedirs(suite.folder, exist_ok=True)
@@ -243,6 +269,120 @@ def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
     return done.stdout.strip()
 
 
+# Learning-curve points the record keeps of a run, evenly spread, the last one always: plenty for
+# a panel of the figure, and a few kilobytes a run in the repository.
+RECORD_POINTS = 200
+_CURVE_COLUMNS = ("generation", "timesteps", "wall_s", "eval_return", "return_mean")
+
+
+@dataclass
+class RecordedRun:
+    """What the suite's record keeps of one finished run: one line of SUITE.results.jsonl."""
+
+    run: str  # the run folder's name: the row's run_name(seed)
+    env_id: str
+    config_toml: str  # the run's settings, as its checkpoint stores them
+    n_ranks: int
+    final_eval: float  # the final evaluation's mean return of theta
+    final_episodes: int
+    timesteps: int
+    wall_s: float
+    history: np.ndarray  # the learning curve: _CURVE_COLUMNS, at most RECORD_POINTS rows
+
+    @property
+    def configuration(self) -> tuple:
+        return configuration_of(self.config_toml)
+
+    def line(self) -> str:
+        fields = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        # 7 significant digits: curve points need no more, and the file stays small
+        fields["curve"] = {c: [float(f"{v:.7g}") for v in self.history[c]] for c in _CURVE_COLUMNS}
+        return json.dumps(fields)
+
+    @classmethod
+    def from_line(cls, line: str) -> RecordedRun:
+        fields = json.loads(line)
+        curve = fields.pop("curve")
+        history = np.zeros(len(curve["generation"]), [(c, np.float64) for c in _CURVE_COLUMNS])
+        for column in _CURVE_COLUMNS:
+            history[column] = curve[column]
+        return cls(**fields, history=history)
+
+
+_RECORD_FIELDS = (
+    "run",
+    "env_id",
+    "config_toml",
+    "n_ranks",
+    "final_eval",
+    "final_episodes",
+    "timesteps",
+    "wall_s",
+)
+
+
+def record_path(suite: Suite) -> str:
+    """The suite's record: SUITE.results.jsonl beside SUITE.toml."""
+    return os.path.splitext(suite.path)[0] + ".results.jsonl"
+
+
+def recorded(state: checkpoint.Checkpoint, run: str) -> RecordedRun:
+    """The record of a finished run's checkpoint (its final evaluation at its last generation)."""
+    final = checkpoint.final_at(state.final, state.generation)
+    if final is None:
+        raise ValueError(f"{run} has no final evaluation at its last generation")
+    history = state.history
+    return RecordedRun(
+        run=run,
+        env_id=state.env_id,
+        config_toml=state.config_toml,
+        n_ranks=state.n_ranks,
+        final_eval=final.means[0],
+        final_episodes=int(final.seeds.size),
+        timesteps=int(history[-1]["timesteps"]),
+        wall_s=float(history[-1]["wall_s"]),
+        history=thinned_curve(history),
+    )
+
+
+def thinned_curve(history: np.ndarray) -> np.ndarray:
+    """The record's learning curve of a run's history: its _CURVE_COLUMNS at RECORD_POINTS rows
+    at most, evenly spread, the first and the last kept."""
+    rows = np.unique(np.linspace(0, history.size - 1, RECORD_POINTS).round().astype(np.int64))
+    curve = np.zeros(rows.size, [(c, np.float64) for c in _CURVE_COLUMNS])
+    for column in _CURVE_COLUMNS:
+        curve[column] = history[column][rows]
+    return curve
+
+
+def read_record(suite: Suite) -> dict[str, RecordedRun]:
+    """The suite's record by run name (empty where there is none yet)."""
+    path = record_path(suite)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        runs = [RecordedRun.from_line(line) for line in handle if line.strip()]
+    return {run.run: run for run in runs}
+
+
+def update_record(suite: Suite) -> dict[str, RecordedRun]:
+    """The record with every finished run folder of the suite in it (a folder's run replaces a
+    line of the same name), written back when that changed it. Lines of runs the suite no longer
+    lists are left as they are."""
+    record = read_record(suite)
+    check_current(suite, record)
+    before = {name: run.line() for name, run in record.items()}
+    for row, seed, folder in suite.runs():
+        state = finished_state(folder)
+        if state is not None:
+            record[row.run_name(seed)] = recorded(state, row.run_name(seed))
+    lines = {name: run.line() for name, run in record.items()}
+    if lines != before:
+        with open(record_path(suite), "w") as handle:
+            handle.writelines(lines[name] + "\n" for name in sorted(lines))
+    return record
+
+
 @dataclass
 class RowResult:
     row: Row
@@ -253,31 +393,28 @@ class RowResult:
     missing: tuple[int, ...]  # seeds without a finished run
 
 
-def results(suite: Suite) -> list[RowResult]:
-    check_current(suite)
+def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
     found = []
     for row in suite.rows:
-        finals, steps, walls, ranks, missing = [], [], [], 0, []
-        for seed in row.seeds:
-            state = finished_state(os.path.join(suite.folder, row.run_name(seed)))
-            if state is None or state.final is None:
-                missing.append(seed)
-                continue
-            finals.append(state.final.means[0])
-            steps.append(int(state.history[-1]["timesteps"]))
-            walls.append(float(state.history[-1]["wall_s"]))
-            ranks = state.n_ranks
+        runs = [record.get(row.run_name(seed)) for seed in row.seeds]
+        kept = [run for run in runs if run is not None]
+        missing = tuple(seed for seed, run in zip(row.seeds, runs, strict=True) if run is None)
         found.append(
             RowResult(
-                row, np.array(finals), np.array(steps), np.array(walls), ranks, tuple(missing)
+                row,
+                np.array([run.final_eval for run in kept]),
+                np.array([run.timesteps for run in kept]),
+                np.array([run.wall_s for run in kept]),
+                kept[-1].n_ranks if kept else 0,
+                missing,
             )
         )
     return found
 
 
-def markdown_table(suite: Suite) -> str:
-    """The suite's table: one row per (environment, strategy, options), the final evaluation's
-    mean over seeds and its range, env steps, wall time, cores, and the command."""
+def markdown_table(suite: Suite, record: dict[str, RecordedRun]) -> str:
+    """The suite's table from its record: one row per (environment, strategy, options), the final
+    evaluation's mean over seeds and its range, env steps, wall time, cores, and the command."""
     from esmpi.results import duration
 
     lines = [
@@ -285,7 +422,7 @@ def markdown_table(suite: Suite) -> str:
         "env steps (mean) | wall per run (mean) | cores | command |",
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
-    for result in results(suite):
+    for result in results(suite, record):
         row = result.row
         options = " ".join(f"{k}={value_text(v)}" for k, v in row.options.items()) or "none"
         if result.finals.size:
@@ -305,12 +442,13 @@ def markdown_table(suite: Suite) -> str:
     return "\n".join(lines)
 
 
-def figure(suite: Suite, path: str) -> None:
-    """Learning curves over environment steps of every finished run (esmpi plot's figure)."""
+def figure(suite: Suite, record: dict[str, RecordedRun], path: str) -> None:
+    """Learning curves over environment steps of every recorded run (esmpi plot's figure)."""
     from esmpi import plotting
-    from esmpi.results import summarise
 
-    summaries = [summarise(folder) for _, _, folder in suite.runs() if finished(folder)]
-    if not summaries:
+    runs = [
+        record[name] for name in (r.run_name(seed) for r, seed, _ in suite.runs()) if name in record
+    ]
+    if not runs:
         raise UsageError(f"No run of {suite.path} has finished yet.")
-    plotting.save(plotting.learning_curves(summaries, x="timesteps"), path)
+    plotting.save(plotting.learning_curves(runs, x="timesteps"), path)

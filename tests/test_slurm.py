@@ -245,7 +245,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_checkpoint_that_resumes(
 
 def test_a_suite_submitted_as_an_array_finishes_every_run(cluster, submit_dir):
     """`esmpi suite run FILE --slurm` submits one jobs/sweep.sbatch task per unfinished run; the
-    table then reports each row, and nothing is left to submit."""
+    table then records and reports each row, and nothing is left to submit."""
     import subprocess
 
     suite_file = submit_dir / "suite.toml"
@@ -266,6 +266,7 @@ def test_a_suite_submitted_as_an_array_finishes_every_run(cluster, submit_dir):
         assert record["JobState"] == "COMPLETED", job_output(submit_dir)
     table = checked(esmpi("suite", "table", str(suite_file))).stdout
     assert table.count("| CartPole-v1 |") == 2 and "missing" not in table, table
+    assert len((submit_dir / "suite.results.jsonl").read_text().splitlines()) == 4  # recorded
     again = subprocess.run(
         command, env=environment, cwd=submit_dir, capture_output=True, text=True, timeout=60
     )

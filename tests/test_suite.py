@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import checked, esmpi
-from esmpi import suite
+from esmpi import checkpoint, suite
 from esmpi.config import UsageError
 
 pytestmark = pytest.mark.mpi
@@ -82,7 +82,39 @@ def test_a_suite_runs_here_once_and_its_table_reports_the_final_evaluations(tmp_
     assert f"| {mean:.1f} [{min(finals):.1f}, {max(finals):.1f}] |" in ars, ars
     assert "--strategy ars --seed $seed --total-steps 20000" in ars
     assert figure.stat().st_size > 10_000
-    # The labelled row's options change: its run is no longer the row's, and the suite says so.
+    # The record keeps the runs: without their folders the table is the same, the figure is
+    # drawn again, and `run` trains nothing.
+    record = tmp_path / "suite.results.jsonl"
+    assert len(record.read_text().splitlines()) == 5
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    again = tmp_path / "again.png"
+    assert checked(esmpi("suite", "table", str(path), "--figure", str(again))).stdout == table
+    assert again.stat().st_size > 10_000
+    rerun = checked(esmpi("suite", "run", str(path))).stdout
+    assert "5 run(s) are in" in rerun and "0 run(s) trained" in rerun, rerun
+    # The labelled row's options change: its run is no longer the row's, and the suite says so,
+    # of the run folder and of the record's line.
     path.write_text(path.read_text().replace("popsize = 8,", "popsize = 10,"))
     stale = esmpi("suite", "table", str(path))
     assert stale.returncode == 2 and "popsize 8 (now 10)" in stale.stderr, stale.stderr
+    assert "in the record" in stale.stderr and "delete its line" in stale.stderr
+    (tmp_path / "moved").rename(tmp_path / "runs")
+    stale = esmpi("suite", "run", str(path))
+    assert stale.returncode == 2 and "runs/Pendulum-v1__openai-es__short__4 was" in stale.stderr
+
+
+def test_the_record_keeps_a_thinned_curve_that_ends_at_the_runs_end():
+    history = np.zeros(1000, checkpoint.HISTORY_DTYPE)
+    history["generation"] = np.arange(1, 1001)
+    history["timesteps"] = np.arange(1, 1001) * 12345
+    history["eval_return"] = np.sin(np.arange(1000)) / 3
+    curve = suite.thinned_curve(history)
+    assert curve.size == suite.RECORD_POINTS
+    assert curve["generation"][0] == 1 and curve["generation"][-1] == 1000
+    assert np.all(np.diff(curve["generation"]) > 0)
+    run = suite.RecordedRun("E__ars__x__0", "E", 'env = "E"\n', 2, 1 / 3, 10, 12345000, 6.0, curve)
+    back = suite.RecordedRun.from_line(run.line())
+    assert (back.final_eval, back.timesteps, back.config_toml) == (1 / 3, 12345000, 'env = "E"\n')
+    assert back.history["timesteps"][-1] == 12345000.0
+    np.testing.assert_allclose(back.history["eval_return"], curve["eval_return"], rtol=1e-6)
+    assert suite.thinned_curve(history[:5]).size == 5  # a short run keeps every generation

@@ -390,7 +390,7 @@ class RowResult:
     steps: np.ndarray
     walls: np.ndarray
     ranks: int
-    missing: tuple[int, ...]  # seeds without a finished run
+    missing: tuple[int, ...]  # seeds without a run in the record
 
 
 def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:

@@ -37,6 +37,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 
@@ -174,21 +175,21 @@ def check_current(suite: Suite, record: dict[str, RecordedRun] | None = None) ->
             where = f"{row.run_name(seed)} in the record {record_path(suite)}"
             stored.append((where, record[row.run_name(seed)].config_toml, "delete its line"))
         for where, config_toml, remedy in stored:
-            trained = from_toml(config_toml)
-            changed = [
-                name
-                for name in sorted(vars(wanted))
-                if name not in _NOT_COMPARED and getattr(trained, name) != getattr(wanted, name)
-            ]
-            if changed:
-                shown = ", ".join(
-                    f"{name} {getattr(trained, name)!r} (now {getattr(wanted, name)!r})"
-                    for name in changed
-                )
+            shown = _changed_settings(from_toml(config_toml), wanted)
+            if shown:
                 raise UsageError(
                     f"{where} was trained with other settings than its row gives today: "
                     f"{shown}; {remedy} to train it again."
                 )
+
+
+def _changed_settings(trained: Config, wanted: Config) -> str:
+    """'popsize 8 (now 10), ...' for every setting that changes what the run computes."""
+    return ", ".join(
+        f"{name} {getattr(trained, name)!r} (now {getattr(wanted, name)!r})"
+        for name in sorted(vars(wanted))
+        if name not in _NOT_COMPARED and getattr(trained, name) != getattr(wanted, name)
+    )
 
 
 # Settings that do not change what a run computes (RESUMABLE_CHANGES and where it is written).
@@ -212,9 +213,7 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
             "again (delete their lines to train them)",
             flush=True,
         )
-    for row, seed, folder in suite.runs():
-        if row.run_name(seed) in record or finished(folder):
-            continue
+    for row, seed, folder in to_train(suite, record):
         arguments = [*row.train_arguments(seed, suite.folder), "--resume", "auto"]
         print(f"esmpi suite: {row.run_name(seed)}", flush=True)
         completed = subprocess.run([*esmpi, *arguments, "--threads", str(threads)])
@@ -229,19 +228,27 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
                 "above says why. Run the suite again to continue."
             )
         ran += 1
-        update_record(suite)  # each finished run is kept at once, not at the next `table`
+        # kept at once, not at the next `table`
+        state = checkpoint.load(os.path.join(folder, checkpoint.FILENAME))
+        record[row.run_name(seed)] = recorded(state, row.run_name(seed))
+        write_record(suite, record)
     return ran
 
 
 def task_list(suite: Suite) -> list[str]:
     """One line of `esmpi train` options per run neither finished nor recorded, for
     jobs/sweep.sbatch --list."""
-    record = read_record(suite)
     return [
         " ".join(row.train_arguments(seed, suite.folder))
-        for row, seed, folder in suite.runs()
-        if row.run_name(seed) not in record and not finished(folder)
+        for row, seed, _ in to_train(suite, read_record(suite))
     ]
+
+
+def to_train(suite: Suite, record: dict[str, RecordedRun]):
+    """(row, seed, run folder) of every run of `suite` neither in the record nor finished."""
+    for row, seed, folder in suite.runs():
+        if row.run_name(seed) not in record and not finished(folder):
+            yield row, seed, folder
 
 
 def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
@@ -294,7 +301,9 @@ class RecordedRun:
         return configuration_of(self.config_toml)
 
     def line(self) -> str:
-        fields = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        fields = {
+            f.name: getattr(self, f.name) for f in dataclass_fields(self) if f.name != "history"
+        }
         # 7 significant digits: curve points need no more, and the file stays small
         fields["curve"] = {c: [float(f"{v:.7g}") for v in self.history[c]] for c in _CURVE_COLUMNS}
         return json.dumps(fields)
@@ -307,18 +316,6 @@ class RecordedRun:
         for column in _CURVE_COLUMNS:
             history[column] = curve[column]
         return cls(**fields, history=history)
-
-
-_RECORD_FIELDS = (
-    "run",
-    "env_id",
-    "config_toml",
-    "n_ranks",
-    "final_eval",
-    "final_episodes",
-    "timesteps",
-    "wall_s",
-)
 
 
 def record_path(suite: Suite) -> str:
@@ -376,11 +373,15 @@ def update_record(suite: Suite) -> dict[str, RecordedRun]:
         state = finished_state(folder)
         if state is not None:
             record[row.run_name(seed)] = recorded(state, row.run_name(seed))
-    lines = {name: run.line() for name, run in record.items()}
-    if lines != before:
-        with open(record_path(suite), "w") as handle:
-            handle.writelines(lines[name] + "\n" for name in sorted(lines))
+    if {name: run.line() for name, run in record.items()} != before:
+        write_record(suite, record)
     return record
+
+
+def write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:
+    """The record's file: one line a run, in order of run name (diffs stay small)."""
+    with open(record_path(suite), "w") as handle:
+        handle.writelines(record[name].line() + "\n" for name in sorted(record))
 
 
 @dataclass

@@ -228,8 +228,10 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
                 "above says why. Run the suite again to continue."
             )
         ran += 1
-        # kept at once, not at the next `table`
+        # kept at once, not at the next `table`; the file is read again first so that suite runs
+        # of other rows going on beside this one (one a core) keep the lines they wrote meanwhile
         state = checkpoint.load(os.path.join(folder, checkpoint.FILENAME))
+        record = read_record(suite)
         record[row.run_name(seed)] = recorded(state, row.run_name(seed))
         write_record(suite, record)
     return ran
@@ -379,9 +381,13 @@ def update_record(suite: Suite) -> dict[str, RecordedRun]:
 
 
 def write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:
-    """The record's file: one line a run, in order of run name (diffs stay small)."""
-    with open(record_path(suite), "w") as handle:
+    """The record's file: one line a run, in order of run name (diffs stay small). Written
+    beside it and renamed over it, so a reader never sees half a record."""
+    path = record_path(suite)
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w") as handle:
         handle.writelines(record[name].line() + "\n" for name in sorted(record))
+    os.replace(partial, path)
 
 
 @dataclass

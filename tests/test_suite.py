@@ -1,6 +1,8 @@
 """Results suites: the TOML file, running it here (again: nothing to redo), the table and the
 figure. The Slurm array is in test_slurm.py."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import h5py
 import numpy as np
 import pytest
@@ -118,3 +120,20 @@ def test_the_record_keeps_a_thinned_curve_that_ends_at_the_runs_end():
     assert back.history["timesteps"][-1] == 12345000.0
     np.testing.assert_allclose(back.history["eval_return"], curve["eval_return"], rtol=1e-6)
     assert suite.thinned_curve(history[:5]).size == 5  # a short run keeps every generation
+
+
+def test_suite_runs_of_different_rows_side_by_side_keep_each_others_record_lines(tmp_path):
+    # One `suite run --envs` a core is how a 2-core machine records a suite's long rows; each
+    # read the record when it started, and the one that wrote last used to drop the other's line.
+    path = write(tmp_path, SUITE.replace('strategy = ["openai-es", "ars"]', 'strategy = "ars"'))
+    with ThreadPoolExecutor(2) as pool:
+        lanes = [
+            pool.submit(esmpi, "suite", "run", str(path), "--threads", "1", "--envs", env)
+            for env in ("CartPole-v1", "Pendulum-v1")
+        ]
+        for lane in lanes:
+            checked(lane.result())
+    loaded = suite.load(str(path))
+    names = sorted(row.run_name(seed) for row, seed, _ in loaded.runs())
+    assert len(names) == 3 and sorted(suite.read_record(loaded)) == names
+    assert not list(tmp_path.glob("*.partial"))

@@ -30,6 +30,8 @@ and the figure again, and a new machine add a row without training the others.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -228,12 +230,9 @@ def run_here(suite: Suite, threads: int | None = None) -> int:
                 "above says why. Run the suite again to continue."
             )
         ran += 1
-        # kept at once, not at the next `table`; the file is read again first so that suite runs
-        # of other rows going on beside this one (one a core) keep the lines they wrote meanwhile
+        # kept at once, not at the next `table`
         state = checkpoint.load(os.path.join(folder, checkpoint.FILENAME))
-        record = read_record(suite)
-        record[row.run_name(seed)] = recorded(state, row.run_name(seed))
-        write_record(suite, record)
+        add_to_record(suite, recorded(state, row.run_name(seed)))
     return ran
 
 
@@ -368,23 +367,44 @@ def update_record(suite: Suite) -> dict[str, RecordedRun]:
     """The record with every finished run folder of the suite in it (a folder's run replaces a
     line of the same name), written back when that changed it. Lines of runs the suite no longer
     lists are left as they are."""
-    record = read_record(suite)
-    check_current(suite, record)
-    before = {name: run.line() for name, run in record.items()}
-    for row, seed, folder in suite.runs():
-        state = finished_state(folder)
-        if state is not None:
-            record[row.run_name(seed)] = recorded(state, row.run_name(seed))
-    if {name: run.line() for name, run in record.items()} != before:
-        write_record(suite, record)
+    with _record_locked(suite):
+        record = read_record(suite)
+        check_current(suite, record)
+        before = {name: run.line() for name, run in record.items()}
+        for row, seed, folder in suite.runs():
+            state = finished_state(folder)
+            if state is not None:
+                record[row.run_name(seed)] = recorded(state, row.run_name(seed))
+        if {name: run.line() for name, run in record.items()} != before:
+            _write_record(suite, record)
     return record
 
 
-def write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:
+def add_to_record(suite: Suite, run: RecordedRun) -> None:
+    """The record with `run` in it, read and written under a lock: suite runs of other rows going
+    on beside this one (one a core) keep the lines they add meanwhile."""
+    with _record_locked(suite):
+        record = read_record(suite)
+        record[run.run] = run
+        _write_record(suite, record)
+
+
+@contextlib.contextmanager
+def _record_locked(suite: Suite):
+    # the record's folder is locked, not a lock file: nothing is left beside the record
+    folder = os.open(os.path.dirname(os.path.abspath(record_path(suite))), os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:
     """The record's file: one line a run, in order of run name (diffs stay small). Written
     beside it and renamed over it, so a reader never sees half a record."""
     path = record_path(suite)
-    partial = f"{path}.{os.getpid()}.partial"
+    partial = path + ".partial"
     with open(partial, "w") as handle:
         handle.writelines(record[name].line() + "\n" for name in sorted(record))
     os.replace(partial, path)

@@ -391,13 +391,11 @@ def add_to_record(suite: Suite, run: RecordedRun) -> None:
 
 @contextlib.contextmanager
 def _record_locked(suite: Suite):
-    # the record's folder is locked, not a lock file: nothing is left beside the record
-    folder = os.open(os.path.dirname(os.path.abspath(record_path(suite))), os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+    # A lock file opened for writing, not the folder: on NFS (a cluster's home) flock is a POSIX
+    # lock, which needs a file open for writing. The file stays (removing it would race).
+    with open(record_path(suite) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         yield
-    finally:
-        os.close(folder)  # releases the lock
 
 
 def _write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:

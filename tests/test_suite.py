@@ -137,3 +137,7 @@ def test_suite_runs_of_different_rows_side_by_side_keep_each_others_record_lines
     names = sorted(row.run_name(seed) for row, seed, _ in loaded.runs())
     assert len(names) == 3 and sorted(suite.read_record(loaded)) == names
     assert not list(tmp_path.glob("*.partial"))
+    assert sorted(p.name for p in tmp_path.glob("suite.results.jsonl*")) == [
+        "suite.results.jsonl",
+        "suite.results.jsonl.lock",
+    ]

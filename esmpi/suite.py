@@ -13,12 +13,15 @@ figure of learning curves over environment steps. The README's results tables co
     total_steps = 5_000_000
     label = "paper"                # optional: names the row's runs (default: the options' digest)
     options = { sigma = 0.02, lr = 0.01, action_map = "tanh" }   # any `esmpi train` option
+    target = 4800                  # optional: the mean final evaluation the row must reach
+    reference = "Gymnasium's threshold 4800"   # optional: published figures to compare with
 
 Each run is `esmpi train --env E --strategy S --seed K --total-steps N [options] --folder F
 --run-name E__S__LABEL__K --resume auto`: what exists is continued, what is finished (it holds
 its final evaluation) is left alone, so the command can be run again after an interruption. The
 table reports, per row, the final evaluation of `theta` (the mean over its --final-episodes
-episodes, on seeds no training episode used): its mean over seeds and range.
+episodes, on seeds no training episode used): its mean over seeds and range, and whether that
+mean reaches the row's target (returns: higher is better).
 
 The record, SUITE.results.jsonl beside the TOML file, keeps what the table and the figure need of
 every finished run (its settings, final evaluation, steps, wall time, ranks and a thinned learning
@@ -47,7 +50,7 @@ from esmpi import checkpoint, presets
 from esmpi.config import Config, UsageError, from_toml, load_toml, option_arguments, value_text
 from esmpi.results import configuration_of
 
-_ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options"}
+_ENTRY_KEYS = {"env", "strategy", "seeds", "total_steps", "label", "options", "target", "reference"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Row:
     total_steps: int
     label: str
     options: dict = field(default_factory=dict)
+    target: float | None = None  # the mean final evaluation over seeds the row must reach
+    reference: str = ""  # what to compare with (published figures), shown in the table
 
     def config(self, seed: int, folder: str) -> Config:
         """What `esmpi train` resolves the run's options to (presets included)."""
@@ -126,6 +131,11 @@ def load(path: str) -> Suite:
                 f"got {', '.join(sorted(entry))}."
             )
         options = dict(entry.get("options", {}))
+        target = entry.get("target")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)):
+            raise UsageError(
+                f"{path}: run {number}'s target is a number (a mean return), not {target!r}."
+            )
         strategies = entry.get("strategy", presets.default_strategy(entry["env"]))
         for strategy in [strategies] if isinstance(strategies, str) else strategies:
             row = Row(
@@ -135,6 +145,8 @@ def load(path: str) -> Suite:
                 total_steps=int(entry["total_steps"]),
                 label=str(entry.get("label") or _digest(options)),
                 options=options,
+                target=None if target is None else float(target),
+                reference=str(entry.get("reference", "")),
             )
             row.config(row.seeds[0], folder)  # UsageError for options `esmpi train` refuses
             rows.append(row)
@@ -411,11 +423,20 @@ def _write_record(suite: Suite, record: dict[str, RecordedRun]) -> None:
 @dataclass
 class RowResult:
     row: Row
-    finals: np.ndarray  # final evaluation of theta, one per finished seed
+    seeds: tuple[int, ...]  # the seeds with a run in the record
+    finals: np.ndarray  # final evaluation of theta, one per such seed
     steps: np.ndarray
     walls: np.ndarray
-    ranks: int
+    ranks: tuple[int, ...]  # the ranks its runs had, each once
     missing: tuple[int, ...]  # seeds without a run in the record
+
+    def verdict(self) -> str:
+        """'4800: met', 'missed', or '... so far' while seeds are missing; '' without a target."""
+        target = self.row.target
+        if target is None or not self.finals.size:
+            return "" if target is None else f"{target:g}"
+        met = "met" if self.finals.mean() >= target else "missed"
+        return f"{target:g}: {met}{' so far' if self.missing else ''}"
 
 
 def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
@@ -427,10 +448,11 @@ def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
         found.append(
             RowResult(
                 row,
+                tuple(seed for seed, run in zip(row.seeds, runs, strict=True) if run is not None),
                 np.array([run.final_eval for run in kept]),
                 np.array([run.timesteps for run in kept]),
                 np.array([run.wall_s for run in kept]),
-                kept[-1].n_ranks if kept else 0,
+                tuple(sorted({run.n_ranks for run in kept})),
                 missing,
             )
         )
@@ -439,13 +461,15 @@ def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
 
 def markdown_table(suite: Suite, record: dict[str, RecordedRun]) -> str:
     """The suite's table from its record: one row per (environment, strategy, options), the final
-    evaluation's mean over seeds and its range, env steps, wall time, cores, and the command."""
+    evaluation's mean over seeds, its range and each seed's, the target and whether it is met,
+    what to compare with, env steps, wall time, cores, and the command."""
     from esmpi.results import duration
 
     lines = [
-        "| environment | strategy | options | budget | seeds | final eval: mean [min, max] | "
-        "env steps (mean) | wall per run (mean) | cores | command |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        "| environment | strategy | options | budget | seeds | final eval: mean [min, max] "
+        "| per seed | target | reference | env steps (mean) | wall per run (mean) | cores "
+        "| command |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
     for result in results(suite, record):
         row = result.row
@@ -457,11 +481,14 @@ def markdown_table(suite: Suite, record: dict[str, RecordedRun]) -> str:
             wall = duration(float(result.walls.mean()))
         else:
             score, steps, wall = "not run", "", ""
+        finals_by_seed = zip(result.seeds, result.finals, strict=True)
+        per_seed = ", ".join(f"{seed}: {final:.1f}" for seed, final in finals_by_seed)
         if result.missing:
-            score += f" (seeds {', '.join(map(str, result.missing))} missing)"
+            per_seed += f" ({', '.join(map(str, result.missing))} missing)"
         lines.append(
             f"| {row.env} | {row.strategy} | {options} | {row.total_steps:,} | "
-            f"{result.finals.size} | {score} | {steps} | {wall} | {result.ranks or ''} | "
+            f"{result.finals.size} | {score} | {per_seed.strip()} | {result.verdict()} | "
+            f"{row.reference} | {steps} | {wall} | {', '.join(map(str, result.ranks))} | "
             f"`{row.command(suite.threads)}` |"
         )
     return "\n".join(lines)

@@ -122,6 +122,46 @@ def test_the_record_keeps_a_thinned_curve_that_ends_at_the_runs_end():
     assert suite.thinned_curve(history[:5]).size == 5  # a short run keeps every generation
 
 
+def test_the_table_says_whether_each_row_meets_its_target_and_gives_every_seeds_final(tmp_path):
+    text = SUITE.replace(
+        'label = "short"', 'label = "short"\ntarget = -300\nreference = "paper: -130"'
+    )
+    text = text.replace("total_steps = 20000", "total_steps = 20000\ntarget = 475")
+    loaded = suite.load(str(write(tmp_path, text)))
+    assert [row.target for row in loaded.rows] == [475.0, 475.0, -300.0]
+    curve = suite.thinned_curve(np.zeros(3, checkpoint.HISTORY_DTYPE))
+
+    def run(row, seed, final, ranks):
+        name = row.run_name(seed)
+        return name, suite.RecordedRun(name, row.env, "", ranks, final, 10, 20480, 9.0, curve)
+
+    es, ars, pendulum = loaded.rows
+    record = dict([run(es, 0, 500.0, 2), run(es, 1, 440.0, 1), run(ars, 1, 480.0, 2)])
+    record.update([run(pendulum, 4, -280.5, 2)])
+    lines = suite.markdown_table(loaded, record).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    cells = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+    assert [c["final eval: mean [min, max]"] for c in cells] == [
+        "470.0 [440.0, 500.0]",
+        "480.0 [480.0, 480.0]",
+        "-280.5 [-280.5, -280.5]",
+    ]
+    assert [c["per seed"] for c in cells] == [
+        "0: 500.0, 1: 440.0",
+        "1: 480.0 (0 missing)",
+        "4: -280.5",
+    ]
+    # the mean over seeds is judged, not the best seed; a row with seeds missing is judged so far
+    assert [c["target"] for c in cells] == ["475: missed", "475: met so far", "-300: met"]
+    assert [c["reference"] for c in cells] == ["", "", "paper: -130"]
+    assert [c["cores"] for c in cells] == ["1, 2", "2", "2"]
+    with pytest.raises(UsageError, match="target is a number"):
+        suite.load(str(write(tmp_path, text.replace("target = 475", 'target = "475"'))))
+
+
 def test_suite_runs_of_different_rows_side_by_side_keep_each_others_record_lines(tmp_path):
     # One `suite run --envs` a core is how a 2-core machine records a suite's long rows; each
     # read the record when it started, and the one that wrote last used to drop the other's line.

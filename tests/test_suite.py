@@ -2,6 +2,7 @@
 figure. The Slurm array is in test_slurm.py."""
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -181,3 +182,15 @@ def test_suite_runs_of_different_rows_side_by_side_keep_each_others_record_lines
         "suite.results.jsonl",
         "suite.results.jsonl.lock",
     ]
+
+
+def test_the_readmes_presets_table_is_the_presets_suites_table_of_its_record():
+    # The README says its "Presets measured" table is `esmpi suite table`'s output, unedited:
+    # a record line added or a row changed without the README following fails here.
+    root = Path(__file__).parent.parent
+    marker = "<!-- esmpi suite table jobs/suites/presets.toml -->\n"
+    readme = (root / "README.md").read_text()
+    assert marker in readme, "README lost the presets table's marker"
+    shown = readme.split(marker, 1)[1].split("\n\n", 1)[0]
+    presets = suite.load(str(root / "jobs" / "suites" / "presets.toml"))
+    assert shown == suite.markdown_table(presets, suite.read_record(presets))

@@ -431,7 +431,9 @@ class RowResult:
     missing: tuple[int, ...]  # seeds without a run in the record
 
     def verdict(self) -> str:
-        """'4800: met', 'missed', or '... so far' while seeds are missing; '' without a target."""
+        """The target and whether the mean over the recorded seeds reaches it ('4800: met',
+        '4800: missed so far' while seeds are missing); the target alone before any run is
+        recorded, '' without a target."""
         target = self.row.target
         if target is None or not self.finals.size:
             return "" if target is None else f"{target:g}"

@@ -428,7 +428,11 @@ class RowResult:
     steps: np.ndarray
     walls: np.ndarray
     ranks: tuple[int, ...]  # the ranks its runs had, each once
-    missing: tuple[int, ...]  # seeds without a run in the record
+
+    @property
+    def missing(self) -> tuple[int, ...]:
+        """The row's seeds without a run in the record."""
+        return tuple(seed for seed in self.row.seeds if seed not in self.seeds)
 
     def verdict(self) -> str:
         """The target and whether the mean over the recorded seeds reaches it ('4800: met',
@@ -444,18 +448,16 @@ class RowResult:
 def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
     found = []
     for row in suite.rows:
-        runs = [record.get(row.run_name(seed)) for seed in row.seeds]
-        kept = [run for run in runs if run is not None]
-        missing = tuple(seed for seed, run in zip(row.seeds, runs, strict=True) if run is None)
+        seeds = tuple(seed for seed in row.seeds if row.run_name(seed) in record)
+        kept = [record[row.run_name(seed)] for seed in seeds]
         found.append(
             RowResult(
                 row,
-                tuple(seed for seed, run in zip(row.seeds, runs, strict=True) if run is not None),
+                seeds,
                 np.array([run.final_eval for run in kept]),
                 np.array([run.timesteps for run in kept]),
                 np.array([run.wall_s for run in kept]),
                 tuple(sorted({run.n_ranks for run in kept})),
-                missing,
             )
         )
     return found

@@ -62,4 +62,4 @@ bench: $(INSTALLED)
 	$(BIN)/esmpi bench --json bench.json $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .numba-cache

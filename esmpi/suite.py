@@ -448,8 +448,9 @@ class RowResult:
 def results(suite: Suite, record: dict[str, RecordedRun]) -> list[RowResult]:
     found = []
     for row in suite.rows:
-        seeds = tuple(seed for seed in row.seeds if row.run_name(seed) in record)
-        kept = [record[row.run_name(seed)] for seed in seeds]
+        runs = {seed: record.get(row.run_name(seed)) for seed in row.seeds}
+        recorded = {seed: run for seed, run in runs.items() if run is not None}
+        seeds, kept = tuple(recorded), list(recorded.values())
         found.append(
             RowResult(
                 row,

@@ -1,14 +1,16 @@
 """Per-environment presets: the settings the environments users train on need, as data.
 
-A preset is picked by the environment id (an exact id first, then the first matching
-`fnmatch` pattern) and sets Config fields, the strategy among them where one is clearly better
-for the environment; the TOML file and the command line override any of them. Resolution order:
-dataclass defaults < the strategy's defaults < preset < TOML file < command line. A preset's
-search hyperparameters (SEARCH_SETTINGS) apply to the strategies it was measured with
+A preset is picked by the environment id (an exact id first, then the first matching `fnmatch`
+pattern) and the strategy, and sets Config fields, the strategy among them where one is clearly
+better for the environment; the TOML file and the command line override any of them. An
+environment may have a preset for each strategy whose measured settings differ: `--strategy S`
+gets the one measured with S, `--env` alone and any other strategy the first listed. Resolution
+order: dataclass defaults < the strategy's defaults < preset < TOML file < command line. A
+preset's search hyperparameters (SEARCH_SETTINGS) apply to the strategies it was measured with
 (`Preset.strategies`; where it names none, the strategy it sets, OpenAI-ES where it sets none);
 the other strategies keep their own defaults for them, and where the preset names its
-strategies, for every setting of it. The
-checkpoint stores the fully resolved config, so a resumed run does not depend on this table.
+strategies, for every setting of it. The checkpoint stores the fully resolved config, so a
+resumed run does not depend on this table.
 
 Old ids of an environment map to today's with a printed note (`ALIASES`).
 """
@@ -37,9 +39,10 @@ class Preset:
     note: str = ""  # why, in one line; `esmpi envs` shows it
     evidence: str = ""  # the measured runs behind it and where they are kept
     # Where given, the strategies the preset was measured with and applies to; the others keep
-    # their own defaults for every setting of it. Where not, it was measured with the strategy it
-    # sets (OpenAI-ES where it sets none), and every strategy gets all of it but its
-    # SEARCH_SETTINGS (how actions reach the environment, how its episodes run and are scored).
+    # their own defaults for every setting of it (or get another preset of the same id, measured
+    # with them). Where not, it was measured with the strategy it sets (OpenAI-ES where it sets
+    # none), and every strategy gets all of it but its SEARCH_SETTINGS (how actions reach the
+    # environment, how its episodes run and are scored).
     strategies: tuple[str, ...] = ()
 
 
@@ -246,6 +249,30 @@ PRESETS = (
         strategies=("openai-es",),
     ),
     Preset(
+        "Pendulum-v1",
+        dict(popsize=100, sigma=0.13, lr=0.15, max_speed=0.3, hidden=[32, 32], activation="relu"),
+        "Gymnasium's Pendulum for PGPE: the openai-es preset's 32-32 relu network and popsize "
+        "100, with ClipUp's step and radius doubled (centre lr 0.15, max speed 0.3, sigma 0.13: "
+        "a radius of 4.5 over the 1,217 parameters): swings up from every start tried, where "
+        "ClipUp's usual radius (sigma 0.064) and PGPE's defaults stay near -800",
+        "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 2e6 steps, "
+        "final eval -146.6 [-158.3, -138.6] over seeds 0-2 and -161.3 [-224.1, -119.7] over "
+        "seeds 0-14 (sigma 0.064: -791.6, PGPE's defaults: -823.7, each over seeds 0-4)",
+        strategies=("pgpe",),
+    ),
+    Preset(
+        "Pendulum-v1",
+        dict(popsize=16, mirrored=True, hidden=[32, 32], activation="relu"),
+        "Gymnasium's Pendulum for SNES: the openai-es preset's 32-32 relu network, with 8 "
+        "antithetic pairs (popsize 16, more generations than the 25 SNES takes from the "
+        "parameter count): without the pairs the same network stays near -300",
+        "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 2e6 steps, "
+        "final eval -227.1 [-447.3, -138.7] over seeds 0-14 (12 pairs: -248.1 [-555.5, "
+        "-111.7]; over seeds 0-4, 24 pairs: -300.8, unpaired popsize 25: -298.5, 16: -465.7, "
+        "SNES's defaults: -799.1)",
+        strategies=("snes",),
+    ),
+    Preset(
         "*BulletEnv-v0",
         _LOCOMOTION,
         "PyBullet locomotion: tanh-rescaled actions (better than clipping for Box actions); "
@@ -280,15 +307,25 @@ ALIASES = {
 }
 
 
-def preset_for(env_id: str) -> Preset | None:
-    """The preset of `env_id`: an exact match first, then the first matching pattern."""
-    for preset in PRESETS:
-        if preset.pattern == env_id:
-            return preset
+def presets_of(env_id: str) -> list[Preset]:
+    """The presets of `env_id`: those listed for the exact id, else the first matching pattern's."""
+    exact = [preset for preset in PRESETS if preset.pattern == env_id]
+    if exact:
+        return exact
     for preset in PRESETS:
         if fnmatch.fnmatchcase(env_id, preset.pattern):
+            return [preset]
+    return []
+
+
+def preset_for(env_id: str, strategy: str | None = None) -> Preset | None:
+    """The preset a run of `strategy` on `env_id` starts from: the environment's preset measured
+    with that strategy, else its first (the one `--env` alone gets)."""
+    candidates = presets_of(env_id)
+    for preset in candidates:
+        if strategy in _measured_with(preset):
             return preset
-    return None
+    return candidates[0] if candidates else None
 
 
 def default_strategy(env_id: str) -> str:
@@ -310,8 +347,8 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
     if env_id in ALIASES:
         notes.append(f"{env_id} is now {ALIASES[env_id]} in Gymnasium; training that")
         env_id = ALIASES[env_id]
-    preset = preset_for(env_id)
-    name = values.get("strategy", _strategy_of(preset))
+    name = values.get("strategy", _strategy_of(preset_for(env_id)))
+    preset = preset_for(env_id, name)
     strategy = strategies.get(name)
     strategies.check_options(name, values)
     base = {}
@@ -325,9 +362,10 @@ def resolve(values: dict[str, Any]) -> tuple[Config, list[str]]:
         ]
         if withheld:
             kept = "defaults" if preset.strategies else ", ".join(withheld)
+            measured = [s for other in presets_of(env_id) for s in _measured_with(other)]
             notes.append(
                 f"preset {preset.pattern} was measured with "
-                f"{', '.join(_measured_with(preset))} only; {name} keeps its own {kept} there"
+                f"{', '.join(measured)} only; {name} keeps its own {kept} there"
             )
         base = {
             option: value

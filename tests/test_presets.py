@@ -365,6 +365,39 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     assert (config.policy, config.population_steps, config.reward_shift) == ("mlp", 0, 0.0)
 
 
+def test_an_environment_may_have_a_preset_for_each_strategy():
+    """Pendulum-v1 has three presets: `--env` alone and an unmeasured strategy get the first
+    (openai-es's), PGPE and SNES each get their own whole; the note of an unmeasured strategy
+    names every strategy the id's presets were measured with."""
+    first, pgpe, snes = presets.presets_of("Pendulum-v1")
+    assert [p.strategies for p in (first, pgpe, snes)] == [("openai-es",), ("pgpe",), ("snes",)]
+    assert presets.preset_for("Pendulum-v1") is first
+    assert presets.preset_for("Pendulum-v1", "snes") is snes
+    assert presets.preset_for("Pendulum-v1", "pgpe") is pgpe
+    assert presets.preset_for("Pendulum-v1", "sep-cma-es") is first
+    assert presets.default_strategy("Pendulum-v1") == "openai-es"
+    config, notes = presets.resolve({"env": "Pendulum-v1", "strategy": "pgpe"})
+    assert (config.popsize, config.sigma, config.lr, config.max_speed) == (100, 0.13, 0.15, 0.3)
+    assert (config.hidden, config.activation, config.optimizer) == ([32, 32], "relu", "clipup")
+    assert config.lr_decay == Config().lr_decay  # openai-es's preset's decay is not pgpe's
+    assert len(notes) == 1 and "preset Pendulum-v1 sets --popsize 100 --sigma 0.13" in notes[0]
+    config, _ = presets.resolve({"env": "Pendulum-v1", "strategy": "snes"})
+    assert (config.popsize, config.mirrored, config.hidden) == (16, True, [32, 32])
+    assert (config.lr, config.sigma) == (1.0, Config().sigma)  # snes's own
+    config, _ = presets.resolve({"env": "Pendulum-v1"})
+    assert (config.strategy, config.sigma, config.lr, config.lr_decay) == (
+        "openai-es",
+        0.1,
+        0.125,
+        0.99,
+    )
+    config, notes = presets.resolve({"env": "Pendulum-v1", "strategy": "sep-cma-es"})
+    assert config.hidden == Config().hidden and config.popsize == 0  # sep-cma-es's own
+    assert "measured with openai-es, pgpe, snes only; sep-cma-es keeps its own defaults" in notes[0]
+    assert presets.table().count("\nPendulum-v1\n") == 3
+    assert "for   --strategy pgpe (measured with it)" in presets.table()
+
+
 def test_the_environments_settings_of_a_preset_reach_every_strategy():
     """AntBulletEnv-v0's preset sets ARS and names no strategies: its search settings stay with
     ARS, while how the ant's episodes run and are scored (burn-in, distance fitness, early stop,

@@ -120,6 +120,18 @@ PRESETS = (
         strategies=("openai-es",),
     ),
     Preset(
+        "HalfCheetah-v5",
+        dict(action_map="tanh", episode_cap=125, cap_raise=1.001),
+        "Gymnasium's MuJoCo HalfCheetah for PGPE: the openai-es preset's episode rules (tanh "
+        "actions, the population's episodes capped at 125 steps, one step longer each "
+        "generation) with PGPE's own search settings (ClipUp, its popsize and sigma rule)",
+        "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 5e6 steps, "
+        "final eval 5887 [5232, 6539] on seeds 0-2 and 5462 [4549, 6539] over seeds 0-6, where "
+        "the openai-es preset gave 5041 over seeds 0-6; PGPE with whole episodes and Salimans et "
+        "al.'s sigma and lr: 1171 on seeds 0-2 (PGPE's defaults: 1770 at 2e6)",
+        strategies=("pgpe",),
+    ),
+    Preset(
         "Hopper-v5",
         dict(
             strategy="ars",

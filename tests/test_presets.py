@@ -330,11 +330,15 @@ def test_a_preset_measured_with_one_strategy_leaves_the_others_their_defaults():
     assert (tuned.sigma, tuned.lr, tuned.action_map) == (0.02, 0.01, "tanh")
     assert (tuned.episode_cap, tuned.cap_raise) == (125, 1.001)
     assert "preset HalfCheetah-v5 sets --action-map tanh" in notes[0]
-    config, notes = presets.resolve({"env": "HalfCheetah-v5", "strategy": "pgpe"})
-    assert config.action_map == "clip" and config.lr == 0.075  # pgpe's own lr, not 0.01
-    assert config.episode_cap == 0  # whole episodes: the cap was measured with openai-es alone
-    assert "measured with openai-es only; pgpe keeps its own defaults" in notes[0]
+    config, notes = presets.resolve({"env": "HalfCheetah-v5", "strategy": "snes"})
+    assert config.action_map == "clip" and config.lr == 1.0  # snes's own lr, not 0.01
+    assert config.episode_cap == 0  # whole episodes: the cap was measured with openai-es, pgpe
+    assert "measured with openai-es, pgpe only; snes keeps its own defaults" in notes[0]
     assert "runs  " in presets.table() and "for   --strategy openai-es" in presets.table()
+    # PGPE's own preset has the same episode rules and leaves PGPE its search settings.
+    config, _ = presets.resolve({"env": "HalfCheetah-v5", "strategy": "pgpe"})
+    assert (config.action_map, config.episode_cap, config.cap_raise) == ("tanh", 125, 1.001)
+    assert (config.optimizer, config.lr) == ("clipup", 0.075)  # pgpe's own, not 0.01
 
 
 def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():

@@ -342,8 +342,9 @@ def test_a_preset_measured_with_one_strategy_leaves_the_others_their_defaults():
 
 
 def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
-    """Hopper-v5's preset runs ARS with the paper's Hopper settings; another strategy asked for
-    keeps all its own defaults; a suite row without a strategy runs the preset's."""
+    """Hopper-v5's first preset runs ARS with the paper's Hopper settings; OpenAI-ES asked for
+    gets its own, another strategy all its own defaults; a suite row without a strategy runs the
+    first preset's."""
     config, notes = presets.resolve({"env": "Hopper-v5", "total_steps": 1000})
     assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 16)
     assert (config.top_directions, config.lr, config.sigma) == (4, 0.01, 0.025)
@@ -355,9 +356,13 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     config, _ = presets.resolve({"env": "Pusher-v5"})  # ARS with 4 directions, all kept
     assert (config.strategy, config.policy) == ("ars", "linear")
     assert (config.popsize, config.top_directions) == (8, 4)
-    config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
+    config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "snes"})
     assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
-    assert "measured with ars only" in notes[0]
+    assert "measured with ars, openai-es only" in notes[0]
+    # OpenAI-ES asked for gets its own Hopper preset: its network, the paper's sigma and lr.
+    config, _ = presets.resolve({"env": "Hopper-v5", "strategy": "openai-es"})
+    assert (config.policy, config.popsize, config.sigma, config.lr) == ("mlp", 64, 0.02, 0.01)
+    assert (config.action_map, config.reward_shift) == ("tanh", 1.0)
     # Walker2d-v5's runs PGPE with a growing population (pgpelib's settings); openai-es asked for
     # keeps its own network and a fixed population.
     config, _ = presets.resolve({"env": "Walker2d-v5"})

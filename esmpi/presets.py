@@ -124,7 +124,8 @@ PRESETS = (
         dict(action_map="tanh", episode_cap=125, cap_raise=1.001),
         "Gymnasium's MuJoCo HalfCheetah for PGPE: the openai-es preset's episode rules (tanh "
         "actions, the population's episodes capped at 125 steps, one step longer each "
-        "generation) with PGPE's own search settings (ClipUp, its popsize and sigma rule)",
+        "generation) with PGPE's own search settings (ClipUp, popsize 64, sigma from 0.02 "
+        "adapted per parameter)",
         "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 5e6 steps, "
         "final eval 5887 [5232, 6539] on seeds 0-2 and 5462 [4549, 6539] over seeds 0-6, where "
         "the openai-es preset gave 5041 over seeds 0-6; PGPE with whole episodes and Salimans et "

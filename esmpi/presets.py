@@ -62,6 +62,10 @@ _ANT_BULLET_EPISODES = dict(
     ignore_terminated=True,
 )
 
+# How HalfCheetah-v5's episodes run in training (measured with openai-es and pgpe): tanh actions,
+# the population's episodes capped at 125 steps, the cap one step longer each generation.
+_CHEETAH_EPISODES = dict(action_map="tanh", episode_cap=125, cap_raise=1.001)
+
 PRESETS = (
     Preset(
         "CarRacing-v3",
@@ -106,7 +110,7 @@ PRESETS = (
     ),
     Preset(
         "HalfCheetah-v5",
-        dict(**_LOCOMOTION, episode_cap=125, cap_raise=1.001),
+        {**_LOCOMOTION, **_CHEETAH_EPISODES},
         "Gymnasium's MuJoCo HalfCheetah: tanh-rescaled actions, sigma 0.02 and lr 0.01 (Salimans "
         "et al.'s settings for MuJoCo), and the population's episodes capped at 125 steps, the "
         "cap one step longer each generation (about 400 at 5e6 steps; evaluations play the "
@@ -121,7 +125,7 @@ PRESETS = (
     ),
     Preset(
         "HalfCheetah-v5",
-        dict(action_map="tanh", episode_cap=125, cap_raise=1.001),
+        _CHEETAH_EPISODES,
         "Gymnasium's MuJoCo HalfCheetah for PGPE: the openai-es preset's episode rules (tanh "
         "actions, the population's episodes capped at 125 steps, one step longer each "
         "generation) with PGPE's own search settings (ClipUp, popsize 64, sigma from 0.02 "

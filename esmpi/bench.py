@@ -326,29 +326,33 @@ def rates_alone(comm, loops: BareLoops, seconds: float) -> dict:
     return comm.bcast(rates, root=0)
 
 
-def probe_config(env_id: str, popsize: int, cap: int, folder: str, name: str) -> Config:
+def probe_config(
+    env_id: str, popsize: int, cap: int, folder: str, name: str, options: dict | None = None
+) -> Config:
     """The config `esmpi train --env env_id --popsize popsize --max-steps cap --episode-cap 0`
-    resolves to, run in `folder`/`name` until the bench stops calling generations. Whole
-    episodes, as the bare loops play them: an adaptive cap (HalfCheetah-v5's preset) would make
-    training's episodes shorter than theirs, and the comparison one of resets."""
+    (and `options`, more of the command's values by name) resolves to, run in `folder`/`name`
+    until the bench stops calling generations. Whole episodes, as the bare loops play them: an
+    adaptive cap (HalfCheetah-v5's preset) would make training's episodes shorter than theirs,
+    and the comparison one of resets."""
     from esmpi import presets
 
     values = {"env": env_id, "popsize": popsize, "max_steps": cap, "episode_cap": 0}
+    values.update(options or {})
     values["generations"] = 1 << 40
     config, _ = presets.resolve({**values, "folder": folder, "run_name": name})
     return config
 
 
-def generations_block(trainer, min_steps: int) -> dict:
+def generations_block(trainer, min_steps: int, min_generations: int = 1) -> dict:
     """Run generations of `trainer` (a train.Trainer) until they have taken `min_steps`
-    env-steps (at least one generation; every rank counts the same steps, so all run the same
-    generations), and summarise them."""
+    env-steps and are `min_generations` or more (every rank counts the same steps, so all run
+    the same generations), and summarise them."""
     history = trainer.run.history
     first = len(history)
     previous = history[-1] if history else None
     start = previous["timesteps"] if previous is not None else 0
     trainer.generation()
-    while history[-1]["timesteps"] - start < min_steps:
+    while len(history) - first < min_generations or history[-1]["timesteps"] - start < min_steps:
         trainer.generation()
     return summary_of_rows(history[first:], previous)
 
@@ -441,57 +445,61 @@ def run_probe(probe: str, ranks: int, settings: dict):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def train_run(
-    env_id: str,
-    ranks: int,
-    popsize: int,
-    generations: int,
-    folder: str,
-    cap: int,
-    options: tuple[str, ...] = (),
-) -> dict:
-    """Run the real `esmpi train` (with `options` added) under mpiexec and read its history
-    back."""
-    name = f"{env_id.replace('/', '-')}__{ranks}__{popsize}__{len(os.listdir(folder))}"
-    command = parallel.mpiexec_command(ranks, ["train", "--env", env_id, "--popsize", str(popsize)])
-    command += ["--generations", str(generations), *options]
-    command += ["--print-every", str(generations), "--folder", folder, "--run-name", name]
-    command += ["--max-steps", str(cap), "--episode-cap", "0"]  # whole episodes (probe_config)
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    total = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
-    history = checkpoint.load(os.path.join(folder, name)).history
-    block = summary_of_rows(history, None)
-    return training_figures(block, ranks, popsize, total - block["seconds"])
+def strategies_probe(settings: dict) -> None:
+    """Run under mpiexec (see strategy_updates): each strategy trains HalfCheetah-v5 in turn, a
+    warm-up generation (first calls of its kernels) then a block of two, after the latency of
+    the per-generation collectives. Rank 0 prints the blocks and the latency as one JSON line."""
+    from esmpi import strategies, train
 
-
-def strategy_updates(ranks: int, popsize: int, folder: str, cap: int, openai_es: dict) -> list:
-    """Each strategy's update (its `tell`, and the observation statistics) as a share of a
-    HalfCheetah-v5 generation at `popsize`, all with the default MLP (ARS's default linear
-    policy would hide the cost of a large parameter vector; the novelty strategies measure the
-    position BC); `openai_es` is that run already made with the defaults."""
-    from esmpi import strategies
-
-    rows = []
+    comm = parallel.world()
+    blocks = {}
+    collectives_us = allreduce_microseconds(comm)
     for name in strategies.REGISTRY:
-        if name == "openai-es":
-            figures = openai_es
-        else:
-            options: tuple[str, ...] = ("--strategy", name, "--policy", "mlp")
-            if strategies.selector(name):  # novelty search: its BC, the torso's final (x, y)
-                options += ("--behaviour", "position")
-            figures = train_run("HalfCheetah-v5", ranks, popsize, 2, folder, cap, options)
-        rows.append(
-            {
-                "strategy": name,
-                "update_s": figures["update_s"],
-                "generation_s": figures["generation_s"],
-                "update_share": figures["split"]["update"],
-            }
+        # All with the default MLP: ARS's default linear policy would hide the cost of a large
+        # parameter vector; the novelty strategies measure the position BC.
+        options = {"strategy": name, "policy": "mlp"}
+        if strategies.selector(name):
+            options["behaviour"] = "position"
+        config = probe_config(
+            "HalfCheetah-v5",
+            settings["popsize"],
+            settings["max_steps"],
+            settings["folder"],
+            name,
+            options,
         )
-    return rows
+        trainer = train.prepare(config, comm)
+        trainer.generation()
+        blocks[name] = generations_block(trainer, 0, 2)
+    if comm.Get_rank() == 0:
+        print(json.dumps({"blocks": blocks, "allreduce_us": collectives_us}))
+
+
+def strategy_updates(ranks: int, popsize: int, folder: str, cap: int) -> dict:
+    """Each strategy's update (its `tell`, and the observation statistics) as a share of a
+    HalfCheetah-v5 generation at `popsize` on `ranks` ranks, from one mpiexec job
+    (strategies_probe): the rows, the figures of OpenAI-ES's block, and the collectives'
+    latency in seconds."""
+    settings = {"popsize": popsize, "max_steps": cap, "folder": folder}
+    probe = run_probe("strategies_probe", ranks, settings)
+    figures = {
+        name: training_figures(block, ranks, popsize, startup_s=math.nan)
+        for name, block in probe["blocks"].items()
+    }
+    rows = [
+        {
+            "strategy": name,
+            "update_s": row["update_s"],
+            "generation_s": row["generation_s"],
+            "update_share": row["split"]["update"],
+        }
+        for name, row in figures.items()
+    ]
+    return {
+        "rows": rows,
+        "openai_es": figures["openai-es"],
+        "collective_s": probe["allreduce_us"] * 1e-6,
+    }
 
 
 def memory_probe(settings: dict) -> None:
@@ -514,23 +522,17 @@ def memory_per_rank(ranks: int) -> dict:
     return {"ranks": ranks, "table_mib": probe["table_mib"], "pss_mib_per_rank": pss}
 
 
-def allreduce_probe(settings: dict) -> None:
-    """Run under mpiexec: rank 0 prints the time of an in-place Allreduce of a generation's table
-    at popsize 256 (129 task rows), in microseconds."""
-    comm = parallel.world()
+def allreduce_microseconds(comm) -> float:
+    """Latency of the per-generation collectives, for the scaling model: an in-place Allreduce
+    of a generation's table at popsize 256 (129 task rows) on every rank of `comm`, in
+    microseconds (rank 0's mean over 2000)."""
     rows = np.zeros((129, 40))
     for _ in range(100):
         parallel.sum_records(comm, rows)
     started = time.perf_counter()
     for _ in range(2000):
         parallel.sum_records(comm, rows)
-    if comm.Get_rank() == 0:
-        print((time.perf_counter() - started) / 2000 * 1e6)
-
-
-def allreduce_microseconds(ranks: int = 2) -> float:
-    """Latency of the per-generation collectives, for the scaling model."""
-    return float(run_probe("allreduce_probe", ranks, {}))
+    return (time.perf_counter() - started) / 2000 * 1e6
 
 
 def scaling_model(episode_s: float, update_s: float, collective_s: float, popsize: int) -> list:
@@ -714,8 +716,9 @@ def run(
                 ),
                 "machine_scaling": cheetah["machine_scaling"],
             }
-            big = train_run("HalfCheetah-v5", ranks, big_popsize, 2, folder, cap)
-            report["strategies"] = strategy_updates(ranks, big_popsize, folder, cap, big)
+            updates = strategy_updates(ranks, big_popsize, folder, cap)
+            report["strategies"] = updates["rows"]
+            big = updates["openai_es"]
             split = big["split"]
             report["overhead_big_population"] = {
                 "env": "HalfCheetah-v5",
@@ -726,7 +729,7 @@ def run(
             }
             # The busiest rank ran about ceil(tasks / ranks) pairs of episodes per generation.
             episode_s = big["rollout_s"] / (2 * math.ceil((big_popsize // 2 + 1) / ranks))
-            collective_s = allreduce_microseconds(ranks) * 1e-6
+            collective_s = updates["collective_s"]
             report["scaling_model"] = {
                 "popsize": big_popsize,
                 "episode_s": episode_s,

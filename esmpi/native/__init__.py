@@ -76,9 +76,10 @@ def step_class(env):
 
 def path(stepped, config) -> str:
     """How `stepped` (from envs.for_rollouts with `config`) steps, in a few words."""
-    from esmpi.native.step import NativeStep
-
-    if isinstance(stepped, NativeStep):
+    # No NativeStep exists before its module is imported, and importing it imports MuJoCo: a
+    # tenth of a second of every classic-control run's start-up.
+    step_module = sys.modules.get("esmpi.native.step")
+    if step_module is not None and isinstance(stepped, step_module.NativeStep):
         return NATIVE_PATH
     reason = why_not_native(stepped, config.env_kwargs) if config.native else "--no-native"
     return f"Gymnasium's env.step ({reason})"

@@ -448,7 +448,9 @@ def run_probe(probe: str, ranks: int, settings: dict):
 def strategies_probe(settings: dict) -> None:
     """Run under mpiexec (see strategy_updates): each strategy trains HalfCheetah-v5 in turn, a
     warm-up generation (first calls of its kernels) then a block of two, after the latency of
-    the per-generation collectives. Rank 0 prints the blocks and the latency as one JSON line."""
+    the per-generation collectives. Rank 0 prints the blocks and the latency as one JSON line.
+    Each training keeps its node-shared noise table until the job ends (nine tables, 2.25 GiB of
+    shared memory at the default size): tables are freed only at exit."""
     from esmpi import strategies, train
 
     comm = parallel.world()

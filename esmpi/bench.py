@@ -449,8 +449,7 @@ def strategies_probe(settings: dict) -> None:
     """Run under mpiexec (see strategy_updates): each strategy trains HalfCheetah-v5 in turn, a
     warm-up generation (first calls of its kernels) then a block of two, after the latency of
     the per-generation collectives. Rank 0 prints the blocks and the latency as one JSON line.
-    Each training keeps its node-shared noise table until the job ends (nine tables, 2.25 GiB of
-    shared memory at the default size): tables are freed only at exit."""
+    Each training is closed before the next starts, so one noise table at a time is held."""
     from esmpi import strategies, train
 
     comm = parallel.world()
@@ -473,6 +472,7 @@ def strategies_probe(settings: dict) -> None:
         trainer = train.prepare(config, comm)
         trainer.generation()
         blocks[name] = generations_block(trainer, 0, 2)
+        trainer.close()
     if comm.Get_rank() == 0:
         print(json.dumps({"blocks": blocks, "allreduce_us": collectives_us}))
 
@@ -507,7 +507,7 @@ def strategy_updates(ranks: int, popsize: int, folder: str, cap: int) -> dict:
 def memory_probe(settings: dict) -> None:
     """Run under mpiexec: build the node-shared noise table and print each rank's memory."""
     comm = parallel.world()
-    table = parallel.shared_noise_table(comm, Config().noise_table_size, 0)
+    table = parallel.shared_noise_table(comm, Config().noise_table_size, 0).array
     table[:: 1 << 12].sum()  # touch it
     with open("/proc/self/smaps_rollup") as handle:
         fields = dict(line.split(":", 1) for line in handle if ":" in line)

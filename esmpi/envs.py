@@ -341,10 +341,13 @@ class RankEnvironment:
             self.behaviour_size = behaviour.size(self.stepped, self.describe, name, seed)
 
     def remake(self) -> None:
-        with contextlib.suppress(Exception):  # a broken environment may not close cleanly
-            self.made.close()
+        self.close()
         self.made, self.stepped, self.horizon = make_for_rollouts(self.config, quiet=True)
         self.first_reset()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a broken environment may not close cleanly
+            self.made.close()
 
 
 def observation_pipeline(env, config):

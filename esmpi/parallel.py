@@ -162,24 +162,18 @@ class TaskCounter:
     def __init__(self, comm):
         from mpi4py import MPI
 
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.shared = NodeShared(comm, 1, np.int64)
+        node = self.shared.node
         self.node_size = node.Get_size()
         # Ranks on nodes before this one (nodes ordered by their lowest world rank).
         first_ranks = comm.allgather(node.allreduce(comm.Get_rank(), op=MPI.MIN))
         mine = first_ranks[comm.Get_rank()]
         self.ranks_before = sum(1 for first in first_ranks if first < mine)
         self.world_size = comm.Get_size()
-        itemsize = np.dtype(np.int64).itemsize
-        window = MPI.Win.Allocate_shared(
-            itemsize if node.Get_rank() == 0 else 0, itemsize, comm=node
-        )
-        buffer, _ = window.Shared_query(0)
-        self.counter = np.ndarray(buffer=buffer, dtype=np.int64, shape=(1,))
         if node.Get_rank() == 0:
-            self.counter[0] = 0
+            self.shared.array[0] = 0
         node.Barrier()
         self.round_start = 0
-        _free_at_exit(window, node)
 
     def node_share(self, n_tasks: int) -> range:
         """The tasks of a round that this node's ranks share."""
@@ -193,9 +187,13 @@ class TaskCounter:
 
         share = self.node_share(n_tasks)
         end = self.round_start + len(share)
-        while (drawn := fetch_and_increment(self.counter)) < end:
+        while (drawn := fetch_and_increment(self.shared.array)) < end:
             yield share[drawn - self.round_start]
         self.round_start = end + self.node_size
+
+    def free(self) -> None:
+        """Release the node's counter (collective over the node's ranks)."""
+        self.shared.free()
 
 
 def rest_until_all_arrive(comm, poll_s: float = 0.001) -> None:
@@ -231,38 +229,49 @@ def parameters_agree(comm, *arrays: np.ndarray) -> bool:
     return bool((checksums == checksums[0]).all())
 
 
-def shared_noise_table(comm, table_size: int, seed: int) -> np.ndarray:
-    """The noise table, held once per node in MPI-3 shared memory and filled by all of the node's
-    ranks together (each a share of the blocks; a block's numbers depend only on seed and index)."""
-    from mpi4py import MPI
+class NodeShared:
+    """A numpy array held once per node in MPI-3 shared memory (an MPI window on the node's
+    communicator), readable and writable by every rank of the node.
 
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    itemsize = np.dtype(np.float32).itemsize
-    window = MPI.Win.Allocate_shared(
-        table_size * itemsize if node.Get_rank() == 0 else 0, itemsize, comm=node
-    )
-    buffer, _ = window.Shared_query(0)
-    # mpi4py's stub gives MPI.buffer the buffer protocol only from Python 3.12 (PEP 688).
-    table = np.ndarray(buffer=buffer, dtype=np.float32, shape=(table_size,))  # type: ignore[arg-type]
-    blocks = range(node.Get_rank(), noise.block_count(table_size), node.Get_size())
-    noise.fill_blocks(table, seed, blocks)
-    node.Barrier()
-    _free_at_exit(window, node)
-    return table
+    `free()` releases it, collectively over the node's ranks; an array never freed is released
+    before MPI finalises (mpi4py's own atexit hook, registered first, runs after ours). After
+    `free()` the array's memory is gone: nothing may read `array` again."""
 
-
-def _free_at_exit(*handles) -> None:
-    """Free MPI windows and communicators before MPI finalises (mpi4py's own atexit hook,
-    registered first, runs after this one)."""
-
-    def free():
+    def __init__(self, comm, size: int, dtype):
         from mpi4py import MPI
 
-        if not MPI.Is_finalized():
-            for handle in handles:
-                handle.Free()
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        itemsize = np.dtype(dtype).itemsize
+        self.window = MPI.Win.Allocate_shared(
+            size * itemsize if self.node.Get_rank() == 0 else 0, itemsize, comm=self.node
+        )
+        buffer, _ = self.window.Shared_query(0)
+        # mpi4py's stub gives MPI.buffer the buffer protocol only from Python 3.12 (PEP 688).
+        self.array = np.ndarray(buffer=buffer, dtype=dtype, shape=(size,))  # type: ignore[arg-type]
+        self.freed = False
+        atexit.register(self.free)
 
-    atexit.register(free)
+    def free(self) -> None:
+        from mpi4py import MPI
+
+        if self.freed or MPI.Is_finalized():
+            return
+        atexit.unregister(self.free)
+        self.array = np.empty(0, dtype=self.array.dtype)
+        self.window.Free()
+        self.node.Free()
+        self.freed = True
+
+
+def shared_noise_table(comm, table_size: int, seed: int) -> NodeShared:
+    """The noise table, held once per node in MPI-3 shared memory and filled by all of the node's
+    ranks together (each a share of the blocks; a block's numbers depend only on seed and index)."""
+    shared = NodeShared(comm, table_size, np.float32)
+    node = shared.node
+    blocks = range(node.Get_rank(), noise.block_count(table_size), node.Get_size())
+    noise.fill_blocks(shared.array, seed, blocks)
+    node.Barrier()
+    return shared
 
 
 # Asking a run to stop early: the batch shell forwards Slurm's warning signal (`--signal`) as

@@ -657,13 +657,29 @@ class Trainer:
     run: Run
     environment: envs.RankEnvironment
     actor: Actor
-    table: np.ndarray
+    noise_table: parallel.NodeShared
     comm: Any  # an mpi4py communicator
     counter: parallel.TaskCounter
     path: str  # the checkpoint file
     saved: int  # generation of the checkpoint on disk (rank 0 keeps it up to date)
     progress: ProgressFiles | None  # progress.csv and TensorBoard events, on rank 0
     checkpoint_s: float = 0.0  # spent writing the last checkpoint, counted in the next generation
+
+    @property
+    def table(self) -> np.ndarray:
+        return self.noise_table.array
+
+    def close(self) -> None:
+        """Release what the trainer holds beyond Python objects: rank 0's progress files, the
+        environment, and the node-shared noise table and task counter. Collective over each
+        node's ranks (every rank calls it, after the same generation); the trainer is not used
+        after. A process that trains several runs in turn calls it between them so that their
+        tables do not pile up in shared memory; at exit, what is left open is released anyway."""
+        if self.progress:
+            self.progress.close()
+        self.environment.close()
+        self.counter.free()
+        self.noise_table.free()
 
     def save(self) -> None:
         """Rank 0: the progress files flushed, then the checkpoint of the run as it is now."""
@@ -959,7 +975,8 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
         )
     parallel.everywhere(comm, lambda: _check_table(config, spec))
     parallel.on_rank0(comm, lambda: create_run_folder(run_dir))
-    table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
+    noise_table = parallel.shared_noise_table(comm, config.noise_table_size, config.seed)
+    table = noise_table.array
     if state is not None:  # the state's cached vectors, recomputed from the noise table
         run.state = strategies.rebuilt(config.strategy, run.state, table)
     actor = actor_for(spec, config.obs_clip)
@@ -980,7 +997,9 @@ def prepare(config: Config, comm, resume: str | None = None, explicit=frozenset(
         )
         print(f"esmpi: {config.env} steps through {environment.path}", flush=True)
     progress = ProgressFiles(run_dir, run.history) if rank == 0 else None
-    return Trainer(run, environment, actor, table, comm, counter, path, run.generation, progress)
+    return Trainer(
+        run, environment, actor, noise_table, comm, counter, path, run.generation, progress
+    )
 
 
 def train(config: Config, comm, resume: str | None = None, explicit=frozenset()) -> str:
@@ -1000,10 +1019,14 @@ def train(config: Config, comm, resume: str | None = None, explicit=frozenset())
             trainer.stop_early(stopped_by)
         if needs_final_evaluation(run):
             trainer.final_evaluation()
-    finally:
-        stop.restore()
+    except BaseException:
+        # Not trainer.close(), which is collective: the other ranks may not have stopped.
         if trainer.progress:
             trainer.progress.close()
+        raise
+    finally:
+        stop.restore()
+    trainer.close()
     if comm.Get_rank() == 0:
         print(final_summary(run, trainer.path, comm.Get_size()), flush=True)
     return trainer.path

@@ -156,13 +156,57 @@ def test_shared_noise_table_equals_a_private_one_on_3_ranks():
         "import numpy as np\n"
         "from esmpi import noise, parallel\n"
         "comm = parallel.world()\n"
-        "table = parallel.shared_noise_table(comm, 5 * noise.BLOCK + 77, 9)\n"
+        "table = parallel.shared_noise_table(comm, 5 * noise.BLOCK + 77, 9).array\n"
         "ok = comm.gather(bool(np.array_equal(table, noise.build_table(table.size, 9))))\n"
         "if comm.Get_rank() == 0:\n"
         "    print(ok)\n"
     )
     result = checked(mpi_python(code, 3))
     assert result.stdout.strip() == "[True, True, True]"
+
+
+CLOSED_TRAINERS = """
+import json
+from esmpi import parallel, train
+from esmpi.config import Config
+comm = parallel.world()
+
+def shared_mib():  # this process's shared mappings (MPICH's shared-memory windows among them)
+    total = 0
+    for line in open("/proc/self/maps"):
+        span, permissions = line.split()[:2]
+        if "s" in permissions:
+            start, end = (int(address, 16) for address in span.split("-"))
+            total += end - start
+    return total / 2**20
+
+config = Config(env="Pendulum-v1", popsize=4, hidden=[4], max_steps=20, generations=1,
+                noise_table_size=16 * 2**20, folder={folder!r})
+seen = [shared_mib()]
+for seed in range(3):  # trainers one after another, each closed before the next
+    trainer = train.prepare(config.replace(seed=seed, run_name=f"prepared{{seed}}"), comm)
+    trainer.generation()
+    seen.append(shared_mib())
+    trainer.close()
+    seen.append(shared_mib())
+train.train(config.replace(run_name="trained"), comm)  # closes its trainer
+seen.append(shared_mib())
+everything = comm.gather(seen)
+if comm.Get_rank() == 0:
+    print(json.dumps(everything))
+"""
+
+
+def test_closed_trainers_release_their_shared_memory(tmp_path):
+    """Trainer.close() (and train(), which calls it) frees the node-shared noise table, so that
+    a process training runs one after another holds one table at a time."""
+    result = checked(mpi_python(CLOSED_TRAINERS.format(folder=str(tmp_path)), 2))
+    table_mib = 16 * 4  # float32
+    for seen in json.loads(result.stdout.strip().splitlines()[-1]):
+        baseline = seen[0]
+        opened, closed = seen[1:-1:2], seen[2:-1:2] + seen[-1:]
+        assert all(mib >= baseline + table_mib for mib in opened), seen
+        assert all(mib < baseline + 1 for mib in closed), seen
 
 
 def test_parameter_checksums_detect_divergence():

@@ -22,7 +22,7 @@ from esmpi.results import (
     LearningCurve,
     behaviour_groups,
     configuration_groups,
-    group_label,
+    curve_label,
 )
 
 # --x choice: (history column, axis label)
@@ -69,7 +69,7 @@ def learning_curves(summaries: Sequence[LearningCurve], x: str = "generation"):
     for env_id, ax in zip(environments, grid, strict=False):
         keys = [key for key in groups if key[0] == env_id]
         for colour, key in enumerate(keys):
-            _draw_group(ax, groups[key], group_label(key, list(groups)), f"C{colour}", x_column)
+            _draw_group(ax, groups[key], curve_label(key, list(groups)), f"C{colour}", x_column)
         ax.set_title(env_id)
         ax.set_xlabel(x_label)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=x == "generation"))

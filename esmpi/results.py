@@ -321,6 +321,19 @@ def group_label(key: tuple, keys: list[tuple]) -> str:
     return " ".join(differing)
 
 
+def curve_label(key: tuple, keys: list[tuple]) -> str:
+    """How a legend names a group beside the other groups of its environment: its strategy where
+    no other group there has that strategy (the options a strategy's own preset or defaults set
+    differ with it, and spelt out they made legends wider than their panels), else the options
+    in which it differs (group_label); '' when it is its environment's only group."""
+    env_id, configuration = key
+    strategy = dict(configuration).get("strategy")
+    others = [other for other_env, other in keys if other_env == env_id and other != configuration]
+    if others and strategy and all(dict(other).get("strategy") != strategy for other in others):
+        return str(strategy)
+    return group_label(key, keys)
+
+
 @dataclass(frozen=True)
 class BehaviourRun:
     """What `esmpi plot --behaviours` draws of one run trained with --behaviour."""

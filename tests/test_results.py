@@ -164,6 +164,20 @@ def test_plot_draws_mean_lines_and_seed_bands_per_configuration(trained):
     assert np.isclose(band.min(), lowest.min())
 
 
+def test_legends_name_a_configuration_by_its_strategy_where_that_tells_it_apart():
+    """A panel comparing strategies names each by its strategy (their presets' options spelt
+    out made legends wider than the panels); one strategy's configurations by the options that
+    differ."""
+    hopper_ars = ("Hopper-v5", (("lr", 0.01), ("sigma", 0.025), ("strategy", "ars")))
+    hopper_oes = ("Hopper-v5", (("lr", 0.01), ("sigma", 0.02), ("strategy", "openai-es")))
+    slow = ("CartPole-v1", (("lr", 0.03), ("strategy", "openai-es")))
+    fast = ("CartPole-v1", (("lr", 0.05), ("strategy", "openai-es")))
+    alone = ("Pendulum-v1", (("lr", 0.03), ("strategy", "pgpe")))
+    keys = [hopper_ars, hopper_oes, slow, fast, alone]
+    labels = [results.curve_label(key, keys) for key in keys]
+    assert labels == ["ars", "openai-es", "lr=0.03", "lr=0.05", ""]
+
+
 def test_plot_wraps_many_environments_into_rows_with_readable_step_ticks(trained):
     """A suite's figure has a panel per environment, four to a row (13 in one row were 1.5
     inches wide each), and step counts on the x axis as 250k, 1M, which do not run together."""

@@ -165,8 +165,9 @@ PRESETS = (
         "bonus: without it the same settings stand nearly still (the bonus and little else)",
         "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 1e7 steps, "
         "final eval 3486 [3327, 3586] on seeds 0-2 (ARS's preset: 3492 on the same seeds) and "
-        "3459 over seeds 0-3, every final episode the whole 1,000 steps; without the shift 1171 "
-        "(seed 0), openai-es's defaults 1016 at 7e5 steps (seed 0)",
+        "3502 [3327, 3672] over seeds 0-4 (ARS's preset: 3486), every final episode the whole "
+        "1,000 steps; without the shift 1171 (seed 0), openai-es's defaults 1016 at 7e5 steps "
+        "(seed 0)",
         strategies=("openai-es",),
     ),
     Preset(

@@ -1,6 +1,7 @@
 """Distributed behaviour on real MPI ranks (mpiexec from the venv's MPICH, oversubscribed)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -207,6 +208,26 @@ def test_closed_trainers_release_their_shared_memory(tmp_path):
         opened, closed = seen[1:-1:2], seen[2:-1:2] + seen[-1:]
         assert all(mib >= baseline + table_mib for mib in opened), seen
         assert all(mib < baseline + 1 for mib in closed), seen
+
+
+BLAS_THREADS = """
+import os, esmpi, numpy as np
+vector = np.ones(100_000)
+vector @ vector  # a BLAS call: its threads are running by now
+print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_ranks_run_blas_on_one_thread_unless_told_otherwise():
+    """Each rank's BLAS starts no threads of its own (they competed with the other ranks for the
+    cores), where the user has not set a number; a number the user set is kept."""
+    default = checked(mpi_python(BLAS_THREADS, 2)).stdout.split()
+    chosen = checked(mpi_python(BLAS_THREADS, 2, variables={"OPENBLAS_NUM_THREADS": "2"}))
+    chosen_words = chosen.stdout.split()
+    assert default[::2] == ["1", "1"] and chosen_words[::2] == ["2", "2"]
+    if (os.cpu_count() or 1) > 1:  # OpenBLAS starts no more threads than there are cores
+        threads, threads_when_chosen = int(default[1]), int(chosen_words[1])
+        assert threads_when_chosen == threads + 1  # the BLAS's second thread
 
 
 def test_parameter_checksums_detect_divergence():

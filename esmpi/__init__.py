@@ -4,15 +4,13 @@ import os
 
 __version__ = "0.1.0"
 
-# Set in a process started by an MPI launcher: MPICH's Hydra and PMI-2 (srun --mpi=pmi2), PMIx
-# (srun --mpi=pmix, Open MPI 5), Open MPI's own launcher.
-LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
-
-# One thread per rank: the ranks are the parallelism. A BLAS that starts a thread per core in every
-# rank makes them compete for the cores; its spinning threads made a 10,752-parameter ClipUp step
-# (two dot products) take 9-15 ms instead of about 1 ms with 2 ranks on 2 cores. Set here, before
-# numpy loads its BLAS (`esmpi` and `python -m esmpi` import this first); a value the user set
-# stays. jobs/*.sbatch export the same for the whole job.
-if any(name in os.environ for name in LAUNCHER_VARIABLES):
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
+# One BLAS thread in every esmpi process, set before numpy loads its BLAS (`esmpi` and
+# `python -m esmpi` import this first; a value the user set stays). For speed: the ranks are the
+# parallelism, and a BLAS starting a thread per core in every rank makes them compete for the
+# cores (PGPE's ClipUp step, two dot products of 10,752 numbers, took 9-30 ms instead of 1-2 ms
+# with 2 ranks on 2 cores). For the same bits on any number of ranks: OpenBLAS splits a dot
+# product of more than 10,000 numbers between its threads, which rounds differently, so a run on
+# one rank outside MPI must use as many BLAS threads as the ranks of a run under it: one.
+# jobs/*.sbatch export the same for the whole job.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")

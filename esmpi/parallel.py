@@ -22,12 +22,16 @@ import zlib
 
 import numpy as np
 
-from esmpi import LAUNCHER_VARIABLES, noise
+from esmpi import noise
 from esmpi.config import UsageError
+
+# Set in a process started by an MPI launcher: MPICH's Hydra and PMI-2 (srun --mpi=pmi2), PMIx
+# (srun --mpi=pmix, Open MPI 5), Open MPI's own launcher.
+_LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
 
 
 def launched_by_mpi() -> bool:
-    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
 def world():

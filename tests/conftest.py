@@ -23,10 +23,17 @@ SMALL_TABLE = ["--noise-table-size", "2000000"]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(TESTS.parent / ".numba-cache"))
 
 
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def child_environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     for name in ("PMI_RANK", "PMI_FD", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_JOB_ID"):
+        env.pop(name, None)
+    # esmpi sets these in its own processes (and so, by importing it, in this one): children
+    # start without them, as a user's command does, and set them themselves.
+    for name in BLAS_THREADS:
         env.pop(name, None)
     return env
 

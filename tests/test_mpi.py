@@ -2,11 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 
+import h5py
 import numpy as np
 import pytest
 
-from conftest import SMALL_TABLE, checked, esmpi, mpi_python, read_theta
+from conftest import SMALL_TABLE, checked, child_environment, esmpi, mpi_python, read_theta
 from esmpi import presets
 
 pytestmark = pytest.mark.mpi
@@ -210,24 +213,60 @@ def test_closed_trainers_release_their_shared_memory(tmp_path):
         assert all(mib < baseline + 1 for mib in closed), seen
 
 
-BLAS_THREADS = """
+BLAS_THREADS_SEEN = """
 import os, esmpi, numpy as np
 vector = np.ones(100_000)
 vector @ vector  # a BLAS call: its threads are running by now
-print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))
+seen = f'{os.environ["OPENBLAS_NUM_THREADS"]} {len(os.listdir("/proc/self/task"))}\\n'
+os.write(1, seen.encode())  # one write a rank: the two ranks' lines do not interleave
 """
 
 
-def test_ranks_run_blas_on_one_thread_unless_told_otherwise():
-    """Each rank's BLAS starts no threads of its own (they competed with the other ranks for the
-    cores), where the user has not set a number; a number the user set is kept."""
-    default = checked(mpi_python(BLAS_THREADS, 2)).stdout.split()
-    chosen = checked(mpi_python(BLAS_THREADS, 2, variables={"OPENBLAS_NUM_THREADS": "2"}))
+def test_esmpi_runs_blas_on_one_thread_unless_told_otherwise():
+    """An esmpi process's BLAS starts no threads of its own (they competed with the ranks for
+    the cores), under MPI or not, where the user has not set a number; a number set is kept."""
+    command = [sys.executable, "-c", BLAS_THREADS_SEEN]
+    alone = checked(
+        subprocess.run(command, env=child_environment(), capture_output=True, text=True)
+    ).stdout
+    ranks = checked(mpi_python(BLAS_THREADS_SEEN, 2)).stdout.split()
+    chosen = checked(mpi_python(BLAS_THREADS_SEEN, 2, variables={"OPENBLAS_NUM_THREADS": "2"}))
     chosen_words = chosen.stdout.split()
-    assert default[::2] == ["1", "1"] and chosen_words[::2] == ["2", "2"]
+    assert alone.split()[0] == "1" and ranks[::2] == ["1", "1"] and chosen_words[::2] == ["2", "2"]
     if (os.cpu_count() or 1) > 1:  # OpenBLAS starts no more threads than there are cores
-        threads, threads_when_chosen = int(default[1]), int(chosen_words[1])
+        threads, threads_when_chosen = int(ranks[1]), int(chosen_words[1])
         assert threads_when_chosen == threads + 1  # the BLAS's second thread
+
+
+def test_a_large_policy_gets_the_same_bits_outside_mpi_and_on_two_ranks(tmp_path):
+    """PGPE's ClipUp takes dot products of all the parameters, which OpenBLAS splits between its
+    threads beyond 10,000 numbers: 16,896 parameters on one rank without mpiexec and on two
+    ranks end with the same parameters."""
+    train = ["train", "--env", "Pendulum-v1", "--strategy", "pgpe", "--hidden", "128,128"]
+    train += ["--popsize", "4", "--generations", "2", *SMALL_TABLE, "--folder", str(tmp_path)]
+    checked(esmpi(*train, "--run-name", "alone"))
+    checked(esmpi(*train, "--run-name", "ranks", ranks=2))
+    alone, ranks = (
+        strategy_state(tmp_path / name / "checkpoint.h5") for name in ("alone", "ranks")
+    )
+    assert alone["theta"].size == 16_896 and "optimizer/first_moment" in alone
+    assert alone.keys() == ranks.keys()
+    assert all(np.array_equal(alone[key], ranks[key]) for key in alone)
+
+
+def strategy_state(path) -> dict:
+    """theta and the float64 arrays of the strategy's state (ClipUp's velocity, PGPE's sigmas),
+    where a last bit shows before it reaches the float32 parameters."""
+    state = {}
+
+    def keep(name, node):  # returns None: visititems stops at the first value returned
+        if isinstance(node, h5py.Dataset):
+            state[name] = node[()]
+
+    with h5py.File(path) as h5:
+        state["theta"] = h5["theta"][...]
+        h5["strategy"].visititems(keep)
+    return state
 
 
 def test_parameter_checksums_detect_divergence():

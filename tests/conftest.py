@@ -80,6 +80,20 @@ def read_theta(path) -> np.ndarray:
         return h5["theta"][...]
 
 
+def strategy_datasets(path) -> dict:
+    """Every dataset of a checkpoint's strategy group by its path in the group (the optimizer's
+    and the strategy's float64 state, where a last bit shows before it reaches theta)."""
+    values = {}
+
+    def keep(name, node):  # returns None: visititems stops at the first value returned
+        if isinstance(node, h5py.Dataset):
+            values[name] = node[()]
+
+    with h5py.File(path, "r") as h5:
+        h5["strategy"].visititems(keep)
+    return values
+
+
 @pytest.fixture
 def runs(tmp_path):
     """A folder for run folders, used as --folder."""

@@ -9,7 +9,15 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SMALL_TABLE, checked, child_environment, esmpi, mpi_python, read_theta
+from conftest import (
+    SMALL_TABLE,
+    checked,
+    child_environment,
+    esmpi,
+    mpi_python,
+    read_theta,
+    strategy_datasets,
+)
 from esmpi import presets
 
 pytestmark = pytest.mark.mpi
@@ -94,7 +102,6 @@ def test_resume_continues_bit_identically(runs):
     assert "resuming at generation 5" in result.stdout
     whole, split = runs / "whole" / "checkpoint.h5", runs / "split" / "checkpoint.h5"
     assert np.array_equal(read_theta(whole), read_theta(split))
-    import h5py
 
     with h5py.File(whole) as a, h5py.File(split) as b:
         assert np.array_equal(a["history"]["eval_return"], b["history"]["eval_return"])
@@ -255,18 +262,8 @@ def test_a_large_policy_gets_the_same_bits_outside_mpi_and_on_two_ranks(tmp_path
 
 
 def strategy_state(path) -> dict:
-    """theta and the float64 arrays of the strategy's state (ClipUp's velocity, PGPE's sigmas),
-    where a last bit shows before it reaches the float32 parameters."""
-    state = {}
-
-    def keep(name, node):  # returns None: visititems stops at the first value returned
-        if isinstance(node, h5py.Dataset):
-            state[name] = node[()]
-
-    with h5py.File(path) as h5:
-        state["theta"] = h5["theta"][...]
-        h5["strategy"].visititems(keep)
-    return state
+    """theta and the strategy group's datasets (ClipUp's velocity, PGPE's sigmas)."""
+    return {"theta": read_theta(path), **strategy_datasets(path)}
 
 
 def test_parameter_checksums_detect_divergence():

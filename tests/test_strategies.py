@@ -13,7 +13,16 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SMALL_TABLE, TESTS, TWO_NODES, checked, esmpi, mpi_python, read_theta
+from conftest import (
+    SMALL_TABLE,
+    TESTS,
+    TWO_NODES,
+    checked,
+    esmpi,
+    mpi_python,
+    read_theta,
+    strategy_datasets,
+)
 from esmpi import checkpoint, noise, presets, strategies
 from esmpi.config import Config, UsageError
 from esmpi.obsnorm import ObsNorm
@@ -231,13 +240,8 @@ def test_mpich_emulates_two_nodes_of_two_ranks():
 
 
 def _strategy_group(path) -> dict:
-    values = {}
+    values = strategy_datasets(path)
     with h5py.File(path) as h5:
-        h5["strategy"].visititems(
-            lambda name, node: (
-                values.__setitem__(name, node[()]) if isinstance(node, h5py.Dataset) else None
-            )
-        )
         values["history/eval_return"] = h5["history"]["eval_return"]
     return values
 

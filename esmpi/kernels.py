@@ -16,6 +16,8 @@ layer computes y = x @ W + b, which the kernel evaluates as a sum of rows of W s
 loop the compiler vectorises without reordering any sum.
 """
 
+import math
+
 import numba
 import numba.core.cgutils
 import numba.extending
@@ -194,6 +196,14 @@ def weighted_noise_sum(table, offsets, weights, out):
         noise = table[offsets[k] : offsets[k] + dim]
         for j in range(dim):
             out[j] += weight * noise[j]
+
+
+@numba.njit("void(float64[::1], float64[::1])", cache=True)
+def exp_into(values, out):
+    """out[i] = exp(values[i]) by the C library's exp, the function Python's math.exp calls
+    (numpy's own float64 exp differs by CPU: strategies/portable.py)."""
+    for i in range(values.shape[0]):
+        out[i] = math.exp(values[i])
 
 
 @numba.njit(

@@ -2,6 +2,8 @@
 what the tests compare the kernels with, and the numpy baseline `esmpi bench` times the policy
 kernel against."""
 
+import math
+
 import numpy as np
 
 from esmpi.kernels import NOT_FINITE
@@ -99,6 +101,10 @@ def weighted_noise_sum(table, offsets, weights, dim):
     return sum(
         w * table[o : o + dim].astype(np.float64) for o, w in zip(offsets, weights, strict=True)
     )
+
+
+def exp(values):
+    return np.array([math.exp(value) for value in values])
 
 
 def weighted_noise_moments(table, offsets, linear_weights, square_weights, dim):

@@ -43,6 +43,15 @@ def child_environment() -> dict[str, str]:
 TWO_NODES = {"MPIR_CVAR_NUM_CLIQUES": "2"}
 
 
+# A Haswell-era node's libraries on this machine: OpenBLAS's Haswell kernels and numpy without its
+# AVX-512 code (float64 exp and log among it), the two libraries whose results depend on the CPU.
+# On a CPU without AVX-512 they are the machine's own, and a run under them shows nothing new.
+HASWELL_LIBRARIES = {
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+}
+
+
 def esmpi(*args: str, ranks: int | None = None, cwd=None, timeout: float = 600, variables=None):
     """Run `esmpi ARGS` (under `mpiexec -n ranks` when given), with environment `variables`
     added; return the CompletedProcess."""
@@ -53,6 +62,20 @@ def esmpi(*args: str, ranks: int | None = None, cwd=None, timeout: float = 600, 
         command,
         cwd=cwd,
         env={**child_environment(), **(variables or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def esmpi_on_two_cpus(*args: str, timeout: float = 600):
+    """Run `esmpi ARGS` on two ranks as on a cluster of two CPU types: rank 0, which writes the
+    checkpoint, with HASWELL_LIBRARIES, rank 1 with this machine's own."""
+    command = [sys.executable, "-m", "esmpi", *args]
+    haswell = [word for item in HASWELL_LIBRARIES.items() for word in ("-env", *item)]
+    return subprocess.run(
+        [MPIEXEC, "-n", "1", *haswell, *command, ":", "-n", "1", *command],
+        env=child_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,

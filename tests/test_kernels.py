@@ -3,6 +3,8 @@
 Tolerance: the kernel runs the layers in float32 with a rational tanh (within 4e-7 of np.tanh),
 the reference in float64; outputs agree to 1e-5 relative to their scale."""
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import checked, child_environment
 from esmpi import kernels, reference
 from esmpi.policies import PolicySpec, actor_for, initial_theta, layer_views, mlp
 
@@ -146,6 +149,50 @@ def test_weighted_noise_sum_matches_numpy(dim):
     out = np.empty(dim)
     kernels.weighted_noise_sum(table, offsets, weights, out)
     assert np.allclose(out, reference.weighted_noise_sum(table, offsets, weights, dim), rtol=1e-12)
+
+
+def test_exp_is_the_c_librarys():
+    """Bit for bit math.exp's (numpy's own float64 exp differs on CPUs with AVX-512)."""
+    values = np.random.default_rng(4).standard_normal(10_001) * 30
+    out = np.empty_like(values)
+    kernels.exp_into(values, out)
+    assert np.array_equal(out, reference.exp(values))
+
+
+UPDATE_KERNELS = """
+import sys, numpy as np
+from esmpi import kernels
+rng = np.random.default_rng(3)
+table = rng.standard_normal(20_000).astype(np.float32)
+offsets = rng.integers(0, 20_000 - 1_001, 9).astype(np.int64)
+linear, square = rng.standard_normal(9), rng.standard_normal(9)
+theta = rng.standard_normal(1_001).astype(np.float32)
+sums = [np.empty(1_001) for _ in range(4)]
+kernels.weighted_noise_sum(table, offsets, linear, sums[0])
+kernels.weighted_noise_moments(table, offsets, linear, square, sums[1], sums[2])
+kernels.exp_into(rng.standard_normal(1_001), sums[3])
+mean_squares = np.empty((9, 2))
+kernels.perturbed_mean_squares(theta, table, offsets, 0.02, mean_squares)
+sys.stdout.buffer.write(b"".join(out.tobytes() for out in [*sums, mean_squares]))
+"""
+
+
+def test_the_update_kernels_give_the_same_bits_compiled_for_another_cpu():
+    """Every rank compiles the kernels for its own CPU; those that the update runs (noise sums,
+    exp, the weight penalty's mean squares) must not round differently where they are compiled
+    for an older one (numba caches each CPU's build apart: Haswell's is compiled here)."""
+
+    def run(variables):
+        return checked(
+            subprocess.run(
+                [sys.executable, "-c", UPDATE_KERNELS],
+                env={**child_environment(), **variables},
+                capture_output=True,
+            )
+        ).stdout
+
+    native, haswell = run({}), run({"NUMBA_CPU_NAME": "haswell"})
+    assert len(native) == 8 * (4 * 1_001 + 18) and native == haswell
 
 
 @settings(max_examples=300, deadline=None)

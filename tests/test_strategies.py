@@ -19,6 +19,7 @@ from conftest import (
     TWO_NODES,
     checked,
     esmpi,
+    esmpi_on_two_cpus,
     mpi_python,
     read_theta,
     strategy_datasets,
@@ -248,10 +249,10 @@ def _strategy_group(path) -> dict:
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", NAMES)
-def test_results_do_not_depend_on_ranks_or_nodes_and_resume_is_exact(name, runs):
-    """4 generations on 1, 2, 3 ranks and on 4 ranks in two emulated nodes, and 2 generations
-    then a resume to 4 on another number of ranks: the same parameters and strategy state,
-    bit for bit."""
+def test_results_do_not_depend_on_ranks_nodes_or_cpus_and_resume_is_exact(name, runs):
+    """4 generations on 1, 2, 3 ranks, on 4 ranks in two emulated nodes and on 2 ranks of two
+    CPU types (the checks every generation), and 2 generations then a resume to 4 on another
+    number of ranks: the same parameters and strategy state, bit for bit."""
     common = [*TRAIN, "--strategy", name, "--folder", str(runs)]
     if name in SELECTING:  # two parents: the parent is drawn by novelty from generation 2 on
         common += [*PENDULUM_BEHAVIOUR, "--parents", "2"]
@@ -260,6 +261,8 @@ def test_results_do_not_depend_on_ranks_or_nodes_and_resume_is_exact(name, runs)
     for run, (ranks, variables) in layouts.items():
         args = [*common, "--generations", "4", "--run-name", run]
         checked(esmpi(*args, ranks=ranks, variables=variables))
+    two_cpus = [*common, "--generations", "4", "--check-every", "1", "--run-name", "two-cpus"]
+    checked(esmpi_on_two_cpus(*two_cpus))
     checked(esmpi(*common, "--generations", "2", "--run-name", "split", ranks=2))
     resumed = checked(
         esmpi("train", "--resume", str(runs / "split"), "--generations", "4", ranks=3)
@@ -267,7 +270,7 @@ def test_results_do_not_depend_on_ranks_or_nodes_and_resume_is_exact(name, runs)
     assert "resuming at generation 2" in resumed.stdout
     reference = runs / "ranks1" / "checkpoint.h5"
     expected_theta, expected_state = read_theta(reference), _strategy_group(reference)
-    for run in [*layouts, "split"]:
+    for run in [*layouts, "two-cpus", "split"]:
         path = runs / run / "checkpoint.h5"
         assert np.array_equal(read_theta(path), expected_theta), run
         state = _strategy_group(path)

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from esmpi.strategies import portable
+
 
 def worst_if_not_finite(returns: np.ndarray) -> np.ndarray:
     """`returns` with NaN and +-inf replaced by -inf, below every finite return (for ranking)."""
@@ -54,7 +56,7 @@ def descending_order(values: np.ndarray) -> np.ndarray:
 def nes_utilities(count: int) -> np.ndarray:
     """Wierstra et al.'s (2014) utilities for `count` members sorted best first:
     max(0, ln(count/2 + 1) - ln(k)) normalised to sum 1, minus 1/count; they sum to zero."""
-    raw = np.maximum(0.0, np.log(count / 2 + 1) - np.log(np.arange(1, count + 1)))
+    raw = np.maximum(0.0, math.log(count / 2 + 1) - portable.log(np.arange(1, count + 1)))
     return raw / raw.sum() - 1.0 / count
 
 

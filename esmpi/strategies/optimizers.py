@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from esmpi.strategies import portable
 from esmpi.strategies.base import described
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
@@ -76,10 +77,10 @@ def sgd(
 def clipup(
     state: OptimizerState, grad: np.ndarray, lr: float, momentum: float, max_speed: float
 ) -> tuple[np.ndarray, OptimizerState]:
-    norm = np.sqrt(grad @ grad)
+    norm = portable.norm(grad)
     direction = grad / norm if norm > 0 else np.zeros_like(grad)
     velocity = momentum * state.first_moment + lr * direction
-    speed = np.sqrt(velocity @ velocity)
+    speed = portable.norm(velocity)
     if speed > max_speed:
         velocity = velocity * (max_speed / speed)
     return velocity, OptimizerState(state.step + 1, velocity, state.second_moment)

@@ -41,7 +41,7 @@ import numpy as np
 
 from esmpi import kernels
 from esmpi.config import Config, UsageError
-from esmpi.strategies import fitness
+from esmpi.strategies import fitness, portable
 from esmpi.strategies.base import SINGLE, Population, described, population
 
 OPTIONS: tuple[str, ...] = ()
@@ -76,7 +76,7 @@ class Constants:
     @classmethod
     def of(cls, popsize: int, n: int) -> Constants:
         mu = popsize // 2
-        raw = np.log(mu + 1) - np.log(np.arange(1, mu + 1))
+        raw = math.log(mu + 1) - portable.log(np.arange(1, mu + 1))
         weights = raw / raw.sum()
         mu_eff = 1.0 / np.square(weights).sum()
         c_sigma = (mu_eff + 2) / (n + mu_eff + 3)
@@ -156,7 +156,7 @@ def tell(
     p_sigma = (1 - k.c_sigma) * state.p_sigma + math.sqrt(
         k.c_sigma * (2 - k.c_sigma) * k.mu_eff
     ) * z_w
-    norm = float(np.linalg.norm(p_sigma))
+    norm = portable.norm(p_sigma)
     unbiased = norm / math.sqrt(1 - (1 - k.c_sigma) ** (2 * (state.generation + 1)))
     h_sigma = 1.0 if unbiased < (1.4 + 2 / (n + 1)) * k.chi_n else 0.0
     p_c = (1 - k.c_c) * state.p_c + h_sigma * math.sqrt(k.c_c * (2 - k.c_c) * k.mu_eff) * y_w

@@ -31,7 +31,7 @@ import numpy as np
 
 from esmpi import kernels
 from esmpi.config import Config, UsageError
-from esmpi.strategies import fitness
+from esmpi.strategies import fitness, portable
 from esmpi.strategies.base import MIRRORED, SINGLE, Population, described, population
 
 OPTIONS = ("lr", "stdev_lr", "mirrored", "population_steps", "popsize_max")
@@ -120,5 +120,5 @@ def tell(
         utilities, population.signs, table, population.offsets, n_params
     )
     theta = (state.theta + state.lr * state.sigma * grad_mu).astype(np.float32)
-    sigma = state.sigma * np.exp(sigma_lr(config, n_params) / 2 * grad_sigma)
+    sigma = state.sigma * portable.exp(sigma_lr(config, n_params) / 2 * grad_sigma)
     return State(theta=theta, sigma=sigma, lr=state.lr)

@@ -296,7 +296,11 @@ class Config:
     print_every: int = _option(
         10, "Print progress and write the checkpoint every this many generations", "--print_every"
     )
-    check_every: int = _option(10, "Compare a checksum of the parameters across ranks this often")
+    check_every: int = _option(
+        10,
+        "Compare a checksum of the search state (parameters and strategy state) across ranks this "
+        "often",
+    )
     folder: str = _option("runs", "Folder that holds the run folders")
     run_name: str = _option(
         "", "Run folder name; empty gives '{env}__{seed}__{SLURM job id or time}'"

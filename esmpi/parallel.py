@@ -219,7 +219,7 @@ def sum_records(comm, records: np.ndarray) -> None:
     comm.Allreduce(MPI.IN_PLACE, records, op=MPI.SUM)
 
 
-def parameters_agree(comm, *arrays: np.ndarray) -> bool:
+def arrays_agree(comm, *arrays: np.ndarray) -> bool:
     """Whether every rank holds bit-identical `arrays` (compared by checksum)."""
     checksum = 0
     for array in arrays:

@@ -35,7 +35,13 @@ from esmpi.policies import (
 )
 from esmpi.progress import ProgressFiles
 from esmpi.rollout import FAILURE_KINDS, EpisodeFailed, EpisodeRules, check_rules, run_episode
-from esmpi.strategies.base import Population, perturbed, state_from_items, state_items
+from esmpi.strategies.base import (
+    Population,
+    perturbed,
+    state_arrays,
+    state_from_items,
+    state_items,
+)
 
 # Exit code of a run stopped early by SIGUSR1/SIGTERM after writing its checkpoint: sysexits.h's
 # EX_TEMPFAIL, "try again later". The job scripts requeue on it; `--resume auto` continues the run.
@@ -875,12 +881,13 @@ class Trainer:
             self.environment.behaviour_size,
         )
         self.checkpoint_s = 0.0
-        if run.generation % run.config.check_every == 0 and not parallel.parameters_agree(
-            comm, run.state.theta
+        if run.generation % run.config.check_every == 0 and not parallel.arrays_agree(
+            comm, *state_arrays(run.state)
         ):
             raise RuntimeError(
-                f"ranks hold different parameters after generation {run.generation}: the update "
-                "is not deterministic here (mixed CPU types or numba builds across nodes?)"
+                f"ranks hold different search states after generation {run.generation}: the "
+                "update is not deterministic here (CPUs older than Haswell or Zen, or different C "
+                "libraries or numba builds across nodes? README, 'Nodes of different CPU types')"
             )
         last = run.finished
         if self.progress:

@@ -160,6 +160,16 @@ def state_items(state: Any) -> Items:
     return items
 
 
+def state_arrays(state: Any) -> list[np.ndarray]:
+    """theta and every other value of the state, as arrays: what every rank holds alike."""
+
+    def values(items: Items) -> list[np.ndarray]:
+        nested = (values(v) if isinstance(v, dict) else [np.asarray(v[0])] for v in items.values())
+        return [array for group in nested for array in group]
+
+    return [np.asarray(state.theta), *values(state_items(state))]
+
+
 def state_from_items(state_type: type, items: Items, theta=None) -> Any:
     """Rebuild a State from `items` as state_items describes them (and the checkpoint reads them
     back), with `theta` when the state has one. Cached fields are left empty for the strategy's

@@ -27,7 +27,7 @@ from conftest import (
 from esmpi import checkpoint, noise, presets, strategies
 from esmpi.config import Config, UsageError
 from esmpi.obsnorm import ObsNorm
-from esmpi.strategies.base import perturbed, state_from_items, state_items
+from esmpi.strategies.base import perturbed, state_arrays, state_from_items, state_items
 
 NAMES = sorted(strategies.REGISTRY)
 SELECTING = [name for name in NAMES if strategies.selector(name)]  # novelty search's family
@@ -202,6 +202,26 @@ def test_the_state_survives_the_checkpoint_bit_for_bit(name, tmp_path):
         h5["strategy"].visititems(lambda _, node: nodes.append(node))
         assert nodes and all(node.attrs["description"] for node in nodes)
         assert all(node.attrs["unit"] for node in nodes if isinstance(node, h5py.Dataset))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_ranks_check_covers_every_value_the_checkpoint_keeps(name, tmp_path):
+    """--check-every's checksum takes theta and each dataset of the checkpoint's strategy group,
+    where a rank that rounds differently shows first (ClipUp's velocity, SNES's sigmas)."""
+    from test_checkpoint import _state
+
+    state = _generations(name, 3)
+    stored = dataclasses.replace(
+        _state(), theta=state.theta, strategy=name, strategy_state=state_items(state)
+    )
+    path = tmp_path / checkpoint.FILENAME
+    checkpoint.save(str(path), stored)
+    checked_arrays = state_arrays(state)
+    kept = [read_theta(path), *strategy_datasets(path).values()]
+    assert len(checked_arrays) == len(kept)
+    assert sorted(a.tobytes() for a in checked_arrays) == sorted(
+        np.asarray(a).tobytes() for a in kept
+    )
 
 
 def test_an_unknown_strategy_and_another_strategys_option_are_one_sentence():

@@ -4,7 +4,7 @@ Every rank applies the same update to its own copy of the search state, so ranks
 different CPUs must round it the same way: a rank that rounded one last bit differently would
 drift away from the others, and the check every --check-every generations stops the run. Two
 libraries round by CPU. OpenBLAS picks its dot-product kernel by CPU (the SkylakeX and Haswell
-kernels add in different orders, measured on vectors of 102 to 100,003 numbers), and numpy takes
+kernels add in different orders: measured on vectors of 8 to 100,003 numbers), and numpy takes
 float64 exp and log from its own AVX-512 code where the CPU has AVX-512, from the C library's
 elsewhere. So the updates take sums of squares with numpy's pairwise summation, whose order is
 written in its source, and exp and log from the C library (on x86-64 glibc picks one variant on

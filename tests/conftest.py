@@ -117,6 +117,11 @@ def strategy_datasets(path) -> dict:
     return values
 
 
+def strategy_state(path) -> dict:
+    """theta and the strategy group's datasets (ClipUp's velocity, PGPE's sigmas)."""
+    return {"theta": read_theta(path), **strategy_datasets(path)}
+
+
 @pytest.fixture
 def runs(tmp_path):
     """A folder for run folders, used as --folder."""

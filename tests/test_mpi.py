@@ -16,7 +16,7 @@ from conftest import (
     esmpi,
     mpi_python,
     read_theta,
-    strategy_datasets,
+    strategy_state,
 )
 from esmpi import presets
 
@@ -259,11 +259,6 @@ def test_a_large_policy_gets_the_same_bits_outside_mpi_and_on_two_ranks(tmp_path
     assert alone["theta"].size == 16_896 and "optimizer/first_moment" in alone
     assert alone.keys() == ranks.keys()
     assert all(np.array_equal(alone[key], ranks[key]) for key in alone)
-
-
-def strategy_state(path) -> dict:
-    """theta and the strategy group's datasets (ClipUp's velocity, PGPE's sigmas)."""
-    return {"theta": read_theta(path), **strategy_datasets(path)}
 
 
 def test_parameter_checksums_detect_divergence():

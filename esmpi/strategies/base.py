@@ -162,12 +162,17 @@ def state_items(state: Any) -> Items:
 
 def state_arrays(state: Any) -> list[np.ndarray]:
     """theta and every other value of the state, as arrays: what every rank holds alike."""
+    arrays = [np.asarray(state.theta)]
 
-    def values(items: Items) -> list[np.ndarray]:
-        nested = (values(v) if isinstance(v, dict) else [np.asarray(v[0])] for v in items.values())
-        return [array for group in nested for array in group]
+    def add(items: Items) -> None:
+        for item in items.values():
+            if isinstance(item, dict):
+                add(item)
+            else:
+                arrays.append(np.asarray(item[0]))
 
-    return [np.asarray(state.theta), *values(state_items(state))]
+    add(state_items(state))
+    return arrays
 
 
 def state_from_items(state_type: type, items: Items, theta=None) -> Any:

@@ -28,13 +28,13 @@ def norm(vector: np.ndarray) -> float:
 
 
 def exp(values: np.ndarray) -> np.ndarray:
-    """exp of a float64 array, elementwise, by the C library."""
-    flat = np.ascontiguousarray(values, dtype=np.float64).ravel()
-    out = np.empty_like(flat)
-    kernels.exp_into(flat, out)
-    return out.reshape(np.shape(values))
+    """exp of a 1-d float64 array, elementwise, by the C library."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty_like(values)
+    kernels.exp_into(values, out)
+    return out
 
 
-def log(values) -> np.ndarray:
+def log(values: np.ndarray) -> np.ndarray:
     """log of a few numbers (a population's worth), elementwise, by the C library."""
-    return np.array([math.log(value) for value in np.ravel(values)], dtype=np.float64)
+    return np.array([math.log(value) for value in values], dtype=np.float64)

@@ -319,12 +319,24 @@ PRESETS = (
         strategies=("snes",),
     ),
     Preset(
+        "HalfCheetahBulletEnv-v0",
+        dict(action_map="clip", sigma=0.1, lr=0.03),
+        "PyBullet's HalfCheetah: the defaults' clipped actions, sigma 0.1 and lr 0.03, not the "
+        "PyBullet walkers' preset: with its sigma 0.02 the cheetah stays down, its shins or "
+        "thighs on the ground (-1 a step) nearly all the time",
+        "jobs/suites/presets-tried.toml, README 'Presets measured': 2e6 steps, final eval 190.5 "
+        "[101.3, 283.2] over seeds 0-2, where the `*BulletEnv-v0` preset gave -854.3 [-1092.4, "
+        "-408.7]",
+    ),
+    Preset(
         "*BulletEnv-v0",
         _LOCOMOTION,
         "PyBullet locomotion: tanh-rescaled actions (better than clipping for Box actions); "
         "sigma 0.02 and lr 0.01, the paper's settings for locomotion",
         "jobs/suites/presets-tried.toml, README 'Presets measured': HopperBulletEnv-v0 at 1e6 "
-        "steps, final eval 779.2 [642.1, 897.6] over seeds 0-2, the defaults 574.8 [355.6, 726.6]",
+        "steps, final eval 779.2 [642.1, 897.6] over seeds 0-2, the defaults 574.8 [355.6, "
+        "726.6]; Walker2DBulletEnv-v0 at 2e6 steps, 403.7 [177.7, 640.7], the defaults 299.6 "
+        "[250.7, 324.6] (HalfCheetahBulletEnv-v0 has a preset of its own)",
     ),
     Preset(
         "ALE/*",

@@ -50,6 +50,8 @@ def test_presets_are_matched_by_id_then_pattern():
     assert presets.preset_for("AntBulletEnv-v0").values["burn_in"] == 40
     assert presets.preset_for("HopperBulletEnv-v0").values["action_map"] == "tanh"
     assert "burn_in" not in presets.preset_for("HopperBulletEnv-v0").values
+    assert presets.preset_for("Walker2DBulletEnv-v0").pattern == "*BulletEnv-v0"
+    assert presets.preset_for("HalfCheetahBulletEnv-v0").values["sigma"] == 0.1
     assert presets.preset_for("ALE/Breakout-v5").values["frame_stack"] == 4
     assert presets.preset_for("CartPole-v1") is None
 

@@ -47,8 +47,8 @@ class Preset:
 
 
 # Suggested hyperparameters: Salimans et al.'s (sigma 0.02, Adam lr 0.01) for locomotion and
-# Atari. Measured here (README, "Presets"): on HopperBulletEnv-v0 they reached an eval return of
-# 902 in 4 minutes on 2 ranks where the defaults (sigma 0.1, lr 0.03) reached 787.
+# Atari. Measured here (README, "Presets measured"): better than the defaults (sigma 0.1, lr 0.03)
+# on HopperBulletEnv-v0 and Walker2DBulletEnv-v0, far worse on HalfCheetahBulletEnv-v0.
 _PAPER = dict(sigma=0.02, lr=0.01)
 _PIXELS = dict(policy="cnn", obs_norm=False, scale_obs=True)
 _LOCOMOTION = dict(action_map="tanh", **_PAPER)

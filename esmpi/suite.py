@@ -291,7 +291,7 @@ def submit(suite: Suite, sbatch_options: list[str], jobs_folder: str) -> str:
 
 # Learning-curve points the record keeps of a run, evenly spread, the last one always: plenty for
 # a panel of the figure, and a few kilobytes a run in the repository.
-RECORD_POINTS = 200
+RECORD_POINTS = 100
 _CURVE_COLUMNS = ("generation", "timesteps", "wall_s", "eval_return", "return_mean")
 
 

@@ -361,6 +361,12 @@ def test_a_preset_may_choose_the_strategy_and_tunes_it_alone():
     config, _ = presets.resolve({"env": "Pusher-v5"})  # ARS with 4 directions, all kept
     assert (config.strategy, config.policy) == ("ars", "linear")
     assert (config.popsize, config.top_directions) == (8, 4)
+    config, _ = presets.resolve({"env": "InvertedDoublePendulum-v5"})  # 32 directions, all kept
+    assert (config.strategy, config.policy, config.popsize) == ("ars", "linear", 64)
+    assert (config.top_directions, config.lr, config.sigma) == (0, 0.02, 0.03)  # ars's own
+    config, _ = presets.resolve({"env": "InvertedDoublePendulum-v5", "strategy": "openai-es"})
+    assert (config.policy, config.action_map) == ("mlp", "tanh")
+    assert (config.sigma, config.lr) == (0.02, 0.01)
     config, notes = presets.resolve({"env": "Hopper-v5", "strategy": "snes"})
     assert (config.policy, config.sigma, config.reward_shift) == ("mlp", 0.1, 0.0)
     assert "measured with ars, openai-es only" in notes[0]

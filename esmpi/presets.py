@@ -351,13 +351,25 @@ PRESETS = (
     ),
     Preset(
         "HalfCheetahBulletEnv-v0",
+        dict(strategy="ars"),
+        "PyBullet's HalfCheetah: ARS V2 with its defaults (a linear policy on normalised "
+        "observations, N = 16 directions, all kept, step 0.02, noise 0.03) and clipped actions",
+        "jobs/suites/presets.toml and presets-tried.toml, README 'Presets measured': 2e6 steps, "
+        "final eval 498.0 [322.2, 679.5] over seeds 0-2, where the openai-es preset gave 190.5 "
+        "[101.3, 283.2] and ARS with 32 directions -629.4 (seed 0)",
+        strategies=("ars",),
+    ),
+    Preset(
+        "HalfCheetahBulletEnv-v0",
         dict(action_map="clip", sigma=0.1, lr=0.03),
-        "PyBullet's HalfCheetah: the defaults' clipped actions, sigma 0.1 and lr 0.03, not the "
-        "PyBullet walkers' preset: with its sigma 0.02 the cheetah stays down, its shins or "
-        "thighs on the ground (-1 a step) nearly all the time",
+        "PyBullet's HalfCheetah for OpenAI-ES: the defaults' clipped actions, sigma 0.1 and lr "
+        "0.03, not the PyBullet walkers' preset: with its sigma 0.02 the cheetah stays down, its "
+        "shins or thighs on the ground (-1 a step) nearly all the time",
         "jobs/suites/presets-tried.toml, README 'Presets measured': 2e6 steps, final eval 190.5 "
-        "[101.3, 283.2] over seeds 0-2, where the `*BulletEnv-v0` preset gave -854.3 [-1092.4, "
-        "-408.7] and tanh actions with sigma 0.1 and lr 0.03 71.6 [15.6, 139.1]",
+        "[101.3, 283.2] over seeds 0-2 (ARS's preset: 498.0), where the `*BulletEnv-v0` "
+        "preset gave -854.3 [-1092.4, -408.7] and tanh actions with sigma 0.1 and lr 0.03 71.6 "
+        "[15.6, 139.1]",
+        strategies=("openai-es",),
     ),
     Preset(
         "*BulletEnv-v0",

@@ -51,7 +51,8 @@ def test_presets_are_matched_by_id_then_pattern():
     assert presets.preset_for("HopperBulletEnv-v0").values["action_map"] == "tanh"
     assert "burn_in" not in presets.preset_for("HopperBulletEnv-v0").values
     assert presets.preset_for("Walker2DBulletEnv-v0").pattern == "*BulletEnv-v0"
-    assert presets.preset_for("HalfCheetahBulletEnv-v0").values["sigma"] == 0.1
+    assert presets.preset_for("HalfCheetahBulletEnv-v0").values["strategy"] == "ars"
+    assert presets.preset_for("HalfCheetahBulletEnv-v0", "openai-es").values["sigma"] == 0.1
     assert presets.preset_for("BipedalWalker-v3").values["episode_cap"] == 400
     walker, _ = presets.resolve({"env": "BipedalWalker-v3", "strategy": "pgpe"})
     assert walker.episode_cap == 0  # its cap was measured with openai-es alone
